@@ -1,0 +1,1 @@
+"""The ingest service: validates events posted over HTTP and produces them to Kafka."""

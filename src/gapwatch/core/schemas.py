@@ -1,0 +1,48 @@
+"""Generates the published JSON Schemas of the event contracts (pure: returns documents)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gapwatch.core.catalog import INPUT_EVENT_MODELS
+from gapwatch.core.examples import EXAMPLES
+from gapwatch.core.topics import topic_name
+
+SCHEMA_BASE_URI = "https://gapwatch.dev/schemas/"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def schema_file_name(event_type: str) -> str:
+    return f"{event_type}.schema.json"
+
+
+def example_file_name(event_type: str) -> str:
+    return f"{event_type}.example.json"
+
+
+def event_schemas() -> dict[str, dict[str, Any]]:
+    """Relative file name -> document, for every file under `schemas/`."""
+    files: dict[str, dict[str, Any]] = {}
+    index: list[dict[str, Any]] = []
+    for model in INPUT_EVENT_MODELS:
+        event_type = model.event_type
+        schema = model.model_json_schema(mode="validation")
+        schema = {
+            "$schema": JSON_SCHEMA_DIALECT,
+            "$id": SCHEMA_BASE_URI + schema_file_name(event_type),
+            **schema,
+            "title": event_type,
+        }
+        files[schema_file_name(event_type)] = schema
+        files["examples/" + example_file_name(event_type)] = EXAMPLES[event_type]
+        index.append(
+            {
+                "type": event_type,
+                "topic": topic_name(model.stream),
+                "key": "subject (the item id)",
+                "schema": schema_file_name(event_type),
+                "example": "examples/" + example_file_name(event_type),
+            }
+        )
+    files["index.json"] = {"events": index}
+    return files

@@ -1,0 +1,156 @@
+"""Turns untrusted JSON values into validated events, or into precise per-field errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from gapwatch.core.catalog import MODEL_BY_TYPE, AnyInputEvent, supported_versions_of
+
+
+class Rejection(StrEnum):
+    """Why an event was refused; a bounded set, used as a metric label and dead-letter reason."""
+
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TYPE = "unknown_type"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    SCHEMA_INVALID = "schema_invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one event: where (`index` in the batch, `path` in the event) and why."""
+
+    index: int
+    path: str
+    code: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "path": self.path, "code": self.code, "reason": self.reason}
+
+
+class EventRejected(Exception):
+    """An event that can never be accepted as it is; retrying the same bytes cannot help."""
+
+    retriable = False
+
+    def __init__(self, rejection: Rejection, errors: list[FieldError]) -> None:
+        self.rejection = rejection
+        self.errors = errors
+        first = errors[0] if errors else None
+        detail = f"{first.path or '<event>'}: {first.reason}" if first else rejection.value
+        super().__init__(f"{rejection.value}: {detail}")
+
+
+def format_path(loc: tuple[int | str, ...]) -> str:
+    """('data', 'promises', 0, 'due_at') -> 'data.promises[0].due_at'."""
+    out: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        else:
+            out.append(f".{part}" if out else str(part))
+    return "".join(out)
+
+
+def _schema_errors(exc: ValidationError, index: int) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = err["loc"]
+        if err["type"] == "subject_mismatch":
+            loc = ("subject",)
+        errors.append(FieldError(index, format_path(loc), err["type"], err["msg"]))
+    return errors
+
+
+def validate_event(value: Any, index: int = 0) -> AnyInputEvent:
+    """Validate one decoded JSON value as an input event; raises EventRejected."""
+    if not isinstance(value, dict):
+        raise EventRejected(
+            Rejection.NOT_AN_OBJECT,
+            [FieldError(index, "", "object_type", "an event must be a JSON object")],
+        )
+    event_type = value.get("type")
+    if not isinstance(event_type, str):
+        code, reason = (
+            ("missing", "the CloudEvents attribute 'type' is required")
+            if event_type is None
+            else ("string_type", "'type' must be a string")
+        )
+        raise EventRejected(Rejection.SCHEMA_INVALID, [FieldError(index, "type", code, reason)])
+    model = MODEL_BY_TYPE.get(event_type)
+    if model is None:
+        siblings = supported_versions_of(event_type)
+        if siblings is not None:
+            raise EventRejected(
+                Rejection.UNSUPPORTED_VERSION,
+                [
+                    FieldError(
+                        index,
+                        "type",
+                        Rejection.UNSUPPORTED_VERSION.value,
+                        f"version of {event_type!r} is not supported; supported: "
+                        + ", ".join(sorted(siblings)),
+                    )
+                ],
+            )
+        raise EventRejected(
+            Rejection.UNKNOWN_TYPE,
+            [
+                FieldError(
+                    index,
+                    "type",
+                    Rejection.UNKNOWN_TYPE.value,
+                    f"unknown event type {event_type[:200]!r}; see schemas/ for the known types",
+                )
+            ],
+        )
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise EventRejected(Rejection.SCHEMA_INVALID, _schema_errors(exc, index)) from None
+
+
+def decode_event(raw: bytes) -> AnyInputEvent:
+    """Decode and validate one event from its JSON bytes (a Kafka value or a JSON Lines line)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EventRejected(
+            Rejection.MALFORMED_JSON, [FieldError(0, "", "json_invalid", str(exc))]
+        ) from None
+    return validate_event(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The outcome of validating a batch: all events, or every error of every bad event."""
+
+    events: list[AnyInputEvent]
+    errors: list[FieldError]
+    rejections: dict[Rejection, int]
+
+
+def validate_batch(values: list[Any]) -> BatchResult:
+    """Validate every value; errors of all events are collected, not just the first."""
+    events: list[AnyInputEvent] = []
+    errors: list[FieldError] = []
+    rejections: dict[Rejection, int] = {}
+    for index, value in enumerate(values):
+        try:
+            events.append(validate_event(value, index))
+        except EventRejected as exc:
+            errors.extend(exc.errors)
+            rejections[exc.rejection] = rejections.get(exc.rejection, 0) + 1
+    return BatchResult(events, errors, rejections)
+
+
+def encode_event(event: AnyInputEvent) -> bytes:
+    """The canonical JSON bytes of an event, as written to Kafka (times in UTC, no nulls)."""
+    return event.model_dump_json(exclude_none=True).encode()

@@ -1,0 +1,63 @@
+"""Creates gapwatch's topics with configured partition counts (never broker auto-creation)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiokafka.admin import NewTopic
+
+from gapwatch.core.topics import Stream, topic_name
+from gapwatch.kafka.clients import admin_client
+from gapwatch.kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# Output topics are keyed like the inputs and share their partition count, so a consumer can
+# co-partition them; dead letters are rare and kept apart, with a longer retention.
+_RETENTION_MS = {
+    Stream.DEADLETTER: 30 * 24 * 3600 * 1000,
+}
+
+
+class TopicMismatch(Exception):
+    """An existing topic has a partition count that breaks co-partitioning."""
+
+    retriable = False
+
+
+async def ensure_topics(
+    settings: KafkaSettings, streams: Iterable[Stream] = tuple(Stream)
+) -> dict[str, int]:
+    """Create missing topics; verify existing ones. Returns topic -> partition count."""
+    wanted = {topic_name(s, settings.topic_prefix): s for s in streams}
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name=name,
+                num_partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+                topic_configs=(
+                    {"retention.ms": str(_RETENTION_MS[stream])} if stream in _RETENTION_MS else {}
+                ),
+            )
+            for name, stream in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+        described = await admin.describe_topics(list(wanted))
+    finally:
+        await admin.close()
+    counts = {d["topic"]: len(d["partitions"]) for d in described}
+    wrong = {t: n for t, n in counts.items() if n != settings.kafka_partitions}
+    if wrong:
+        raise TopicMismatch(
+            f"topics {wrong} do not have GAPWATCH_KAFKA_PARTITIONS={settings.kafka_partitions} "
+            "partitions; input topics must be co-partitioned"
+        )
+    return counts
