@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import admin_client
@@ -24,6 +25,21 @@ class TopicMismatch(Exception):
     """An existing topic has a partition count that breaks co-partitioning."""
 
     retriable = False
+
+
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 30.0
+) -> dict[str, int]:
+    # A freshly created topic shows up in metadata before its partitions do; wait for them.
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topics(topics)
+        counts = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+        if len(counts) == len(topics) and all(counts.values()):
+            return counts
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicMismatch(f"topics not ready after {timeout}s: {described}")
+        await asyncio.sleep(0.1)
 
 
 async def ensure_topics(
@@ -50,10 +66,9 @@ async def ensure_topics(
         if missing:
             await admin.create_topics(missing)
             log.info("created topics %s", ", ".join(t.name for t in missing))
-        described = await admin.describe_topics(list(wanted))
+        counts = await _partition_counts(admin, list(wanted))
     finally:
         await admin.close()
-    counts = {d["topic"]: len(d["partitions"]) for d in described}
     wrong = {t: n for t, n in counts.items() if n != settings.kafka_partitions}
     if wrong:
         raise TopicMismatch(

@@ -1,0 +1,192 @@
+"""Ingest throughput: POST /v1/events (batches of 100, single events) vs a raw aiokafka producer.
+
+Runs against the real broker from `make infra`, on fresh topics, in one run:
+  1. raw: an idempotent acks=all aiokafka producer sends the same payloads, acks awaited;
+  2. http-batch: clients POST batches of 100 events to a running ingest service;
+  3. http-single: clients POST one event per request.
+Prints events/s for each and the ratio to the raw producer.
+
+    .venv/bin/python -m bench.ingest [--seconds 15] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import orjson
+
+from bench.common import encoded, kafka_bootstrap, ticket_events
+from gapwatch.core.topics import Stream, topic_name
+from gapwatch.kafka.clients import reliable_producer
+from gapwatch.kafka.settings import KafkaSettings
+from gapwatch.kafka.topics import ensure_topics
+
+TOKEN = "bench-token"
+
+
+async def raw_producer_rate(
+    settings: KafkaSettings, payloads: list[bytes], seconds: float
+) -> float:
+    topic = topic_name(Stream.TICKETS, settings.topic_prefix)
+    keys = [orjson.loads(p)["subject"].encode() for p in payloads]
+    producer = reliable_producer(settings)
+    await producer.start()
+    sent = 0
+    try:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            acks = [
+                await producer.send(topic, payload, key=key)
+                for payload, key in zip(payloads, keys, strict=True)
+            ]
+            await asyncio.gather(*acks)
+            sent += len(acks)
+        elapsed = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    return sent / elapsed
+
+
+def _client(
+    url: str,
+    bodies: list[bytes],
+    per_body: int,
+    seconds: float,
+    concurrency: int,
+    out: multiprocessing.Queue,
+) -> None:  # type: ignore[type-arg]
+    async def run() -> tuple[int, int]:
+        accepted = errors = 0
+        deadline = time.perf_counter() + seconds
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, limits=limits, timeout=30
+        ) as http:
+
+            async def worker(offset: int) -> None:
+                nonlocal accepted, errors
+                i = offset
+                while time.perf_counter() < deadline:
+                    response = await http.post("/v1/events", content=bodies[i % len(bodies)])
+                    if response.status_code == 202:
+                        accepted += per_body
+                    else:
+                        errors += 1
+                    i += concurrency
+
+            await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return accepted, errors
+
+    out.put(asyncio.run(run()))
+
+
+def http_rate(
+    url: str, bodies: list[bytes], per_body: int, seconds: float, clients: int, concurrency: int
+) -> tuple[float, int]:
+    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    procs = [
+        multiprocessing.Process(
+            target=_client, args=(url, bodies[k::clients], per_body, seconds, concurrency, queue)
+        )
+        for k in range(clients)
+    ]
+    started = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - started
+    return sum(a for a, _ in results) / max(elapsed, seconds), sum(e for _, e in results)
+
+
+def start_ingest(settings: KafkaSettings) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "GAPWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "GAPWATCH_TOPIC_PREFIX": settings.topic_prefix,
+        "GAPWATCH_INGEST_PORT": str(port),
+        "GAPWATCH_INGEST_TOKENS": TOKEN,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gapwatch_ingest"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("ingest did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each phase")
+    parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight per client")
+    parser.add_argument("--partitions", type=int, default=6)
+    args = parser.parse_args()
+
+    settings = KafkaSettings(
+        kafka_bootstrap=kafka_bootstrap(),
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        kafka_partitions=args.partitions,
+    )
+    asyncio.run(ensure_topics(settings))
+    events = ticket_events(20_000, "b")
+    payloads = encoded(events)
+    batch_bodies = [orjson.dumps(events[i : i + 100]) for i in range(0, len(events), 100)]
+    single_bodies = payloads[:5000]
+
+    print(
+        f"broker {settings.kafka_bootstrap}, {args.partitions} partitions, "
+        f"{args.seconds:.0f}s per phase, {args.clients}x{args.concurrency} HTTP clients"
+    )
+    raw = asyncio.run(raw_producer_rate(settings, payloads, args.seconds))
+    print(f"raw aiokafka producer (idempotent, acks=all): {raw:10,.0f} events/s")
+
+    proc, url = start_ingest(settings)
+    try:
+        batch, batch_errors = http_rate(
+            url, batch_bodies, 100, args.seconds, args.clients, args.concurrency
+        )
+        single, single_errors = http_rate(
+            url, single_bodies, 1, args.seconds, args.clients, args.concurrency
+        )
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    print(
+        f"POST /v1/events, batches of 100:            {batch:10,.0f} events/s  "
+        f"ratio {batch / raw:.2f}  ({batch_errors} non-202)"
+    )
+    print(
+        f"POST /v1/events, single events:             {single:10,.0f} events/s  "
+        f"ratio {single / raw:.2f}  ({single_errors} non-202)"
+    )
+    goal = "met" if batch / raw >= 0.5 else "NOT met"
+    print(f"goal: batch ingest >= 0.5 x raw producer: {goal}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m gapwatch` runs the command line."""
+
+from gapwatch.cli import main
+
+main()

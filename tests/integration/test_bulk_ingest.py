@@ -1,0 +1,71 @@
+"""`gapwatch ingest FILE` bulk-loads JSON Lines into the real broker and reports rejects."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gapwatch.core.examples import EXAMPLES
+from gapwatch.core.topics import Stream
+from gapwatch.kafka.settings import KafkaSettings
+from tests.integration.conftest import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+async def test_bulk_ingest_loads_valid_lines_and_reports_rejects(
+    kafka: KafkaSettings, tmp_path: Path
+):
+    lines = []
+    for i in range(500):
+        doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.replied.v1"])
+        doc["id"] = f"bulk-{i}"
+        doc["subject"] = doc["data"]["ticket_id"] = f"T-{i}"
+        lines.append(orjson.dumps(doc))
+    bad_time = copy.deepcopy(EXAMPLES["gapwatch.job.arrived.v1"])
+    bad_time["data"]["arrived_at"] = "2026-03-03 14:35"
+    lines[10:10] = [
+        b"{not json",
+        b"",
+        orjson.dumps(bad_time),
+        b'{"type": "gapwatch.job.arrived.v7"}',
+    ]
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+
+    env = {
+        **os.environ,
+        "GAPWATCH_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
+        "GAPWATCH_TOPIC_PREFIX": kafka.topic_prefix,
+        "GAPWATCH_KAFKA_PARTITIONS": str(kafka.kafka_partitions),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "gapwatch", "ingest", str(source), "--rejects", str(rejects), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "accepted 500 events" in out.stdout
+    assert "rejected 3 lines" in out.stdout
+    assert "malformed_json: 1" in out.stdout and "unsupported_version: 1" in out.stdout
+
+    records = await read_topic(kafka, Stream.TICKETS, 500)
+    assert sorted(orjson.loads(r.value)["id"] for r in records) == sorted(
+        f"bulk-{i}" for i in range(500)
+    )
+    rejected = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejected] == [
+        (11, "malformed_json"),
+        (13, "schema_invalid"),
+        (14, "unsupported_version"),
+    ]
+    assert rejected[1]["errors"][0]["path"] == "data.arrived_at"
