@@ -1,0 +1,69 @@
+# gapwatch: one place for every command a newcomer needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help run ingest infra infra-down infra-status topics test test-unit test-integration \
+        lint typecheck schemas bench-ingest clean
+
+help:  ## list the commands
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# --- set-up ----------------------------------------------------------------------------------
+
+$(STAMP): pyproject.toml
+	@bash deploy/local/python.sh $(PYTHON) $(VENV)
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install gapwatch with its dev dependencies
+
+# --- local infrastructure (deploy/local/): a real Kafka broker and PostgreSQL on 127.0.0.1 ----
+
+infra: $(STAMP)  ## start Kafka + PostgreSQL (idempotent), wait until ready, create the topics
+	@bash deploy/local/infra.sh up
+	@set -a; source .run/infra.env; set +a; $(VENV)/bin/gapwatch topics
+
+infra-down:  ## stop Kafka and PostgreSQL (only the processes the scripts started)
+	@bash deploy/local/infra.sh down
+
+infra-status:  ## show whether Kafka and PostgreSQL are running and ready
+	@bash deploy/local/infra.sh status
+
+topics: $(STAMP)  ## create gapwatch's topics on the running broker (idempotent)
+	@set -a; source .run/infra.env; set +a; $(VENV)/bin/gapwatch topics
+
+# --- run ---------------------------------------------------------------------------------------
+
+run: infra  ## the main command: infra, then the ingest service on 127.0.0.1:8081 (Ctrl-C stops it)
+	@set -a; source .run/infra.env; set +a; \
+	  export GAPWATCH_INGEST_TOKENS="$${GAPWATCH_INGEST_TOKENS:-dev-token}"; \
+	  echo "ingest: http://127.0.0.1:$${GAPWATCH_INGEST_PORT:-8081}  (token: \$$GAPWATCH_INGEST_TOKENS)"; \
+	  exec $(VENV)/bin/gapwatch-ingest
+
+# --- checks ------------------------------------------------------------------------------------
+
+test: infra  ## everything: lint, types, unit and integration tests against the real infra
+	@$(MAKE) --no-print-directory lint typecheck
+	@$(VENV)/bin/gapwatch schemas --check
+	@$(VENV)/bin/pytest
+
+test-unit: $(STAMP)  ## pure-core and unit tests only (no broker needed)
+	@$(VENV)/bin/pytest tests/unit
+
+lint: $(STAMP)  ## ruff lint and format check
+	@$(VENV)/bin/ruff check src services tests bench
+	@$(VENV)/bin/ruff format --check src services tests bench
+
+typecheck: $(STAMP)  ## mypy --strict on the core
+	@$(VENV)/bin/mypy
+
+schemas: $(STAMP)  ## regenerate schemas/ from the event models
+	@$(VENV)/bin/gapwatch schemas
+
+bench-ingest: infra  ## ingest throughput vs a raw aiokafka producer on the same broker
+	@$(PY) -m bench.ingest
+
+clean:  ## remove the virtualenv and caches (keeps .run data; see `infra.sh reset`)
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache
