@@ -23,6 +23,7 @@ import uuid
 
 import httpx
 import orjson
+from aiokafka.partitioner import murmur2
 
 from bench.common import encoded, kafka_bootstrap, ticket_events
 from gapwatch.core.topics import Stream, topic_name
@@ -50,6 +51,36 @@ async def raw_producer_rate(
             ]
             await asyncio.gather(*acks)
             sent += len(acks)
+        elapsed = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    return sent / elapsed
+
+
+async def raw_batch_rate(settings: KafkaSettings, payloads: list[bytes], seconds: float) -> float:
+    """The same payloads through create_batch/send_batch, one batch per partition per round."""
+    topic = topic_name(Stream.TICKETS, settings.topic_prefix)
+    keys = [orjson.loads(p)["subject"].encode() for p in payloads]
+    producer = reliable_producer(settings)
+    await producer.start()
+    ids = sorted(await producer.partitions_for(topic))
+    partition_of = [ids[(murmur2(k) & 0x7FFFFFFF) % len(ids)] for k in keys]
+    sent = 0
+    try:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for chunk in range(0, len(payloads), 100):  # rounds of 100, like a request
+                batches = {}
+                for i in range(chunk, min(chunk + 100, len(payloads))):
+                    batch = batches.get(partition_of[i])
+                    if batch is None:
+                        batch = batches[partition_of[i]] = producer.create_batch()
+                    batch.append(key=keys[i], value=payloads[i], timestamp=None)
+                acks = [
+                    await producer.send_batch(b, topic, partition=p) for p, b in batches.items()
+                ]
+                await asyncio.gather(*acks)
+                sent += min(chunk + 100, len(payloads)) - chunk
         elapsed = time.perf_counter() - started
     finally:
         await producer.stop()
@@ -163,7 +194,9 @@ def main() -> None:
         f"{args.seconds:.0f}s per phase, {args.clients}x{args.concurrency} HTTP clients"
     )
     raw = asyncio.run(raw_producer_rate(settings, payloads, args.seconds))
-    print(f"raw aiokafka producer (idempotent, acks=all): {raw:10,.0f} events/s")
+    print(f"raw aiokafka producer (idempotent, acks=all): {raw:10,.0f} events/s  (send per event)")
+    raw_batch = asyncio.run(raw_batch_rate(settings, payloads, args.seconds))
+    print(f"raw aiokafka send_batch, 100 per round:       {raw_batch:10,.0f} events/s")
 
     proc, url = start_ingest(settings)
     try:
@@ -184,8 +217,9 @@ def main() -> None:
         f"POST /v1/events, single events:             {single:10,.0f} events/s  "
         f"ratio {single / raw:.2f}  ({single_errors} non-202)"
     )
+    print(f"batch ingest / raw send_batch:              {batch / raw_batch:.2f}")
     goal = "met" if batch / raw >= 0.5 else "NOT met"
-    print(f"goal: batch ingest >= 0.5 x raw producer: {goal}")
+    print(f"goal: batch ingest >= 0.5 x raw producer (send per event): {goal}")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.topics import Stream
 from gapwatch.kafka.settings import KafkaSettings
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import TOKEN, IngestProcess, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +70,47 @@ async def test_bulk_ingest_loads_valid_lines_and_reports_rejects(
         (14, "unsupported_version"),
     ]
     assert rejected[1]["errors"][0]["path"] == "data.arrived_at"
+
+
+async def test_api_and_bulk_paths_partition_an_item_alike(
+    kafka: KafkaSettings, ingest: IngestProcess, tmp_path: Path
+):
+    # The API batches per partition with its own murmur2 call; the bulk path uses aiokafka's
+    # default partitioner. Feedback loaded in bulk must still meet its ticket's partition.
+    items = [f"T-x{i}" for i in range(60)]
+    tickets = []
+    for i, item in enumerate(items):
+        doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.opened.v1"])
+        doc["id"], doc["subject"], doc["data"]["ticket_id"] = f"open-{i}", item, item
+        tickets.append(doc)
+    response = httpx.post(
+        ingest.url + "/v1/events",
+        content=orjson.dumps(tickets),
+        timeout=30,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 202
+    lines = []
+    for i, item in enumerate(items):
+        doc = copy.deepcopy(EXAMPLES["gapwatch.feedback.submitted.v1"])
+        doc["id"], doc["subject"], doc["data"]["item_id"] = f"fb-{i}", item, item
+        lines.append(orjson.dumps(doc))
+    source = tmp_path / "feedback.jsonl"
+    source.write_bytes(b"\n".join(lines))
+    env = {
+        **os.environ,
+        "GAPWATCH_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
+        "GAPWATCH_TOPIC_PREFIX": kafka.topic_prefix,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "gapwatch", "ingest", str(source), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    ticket_partition = {r.key: r.partition for r in await read_topic(kafka, Stream.TICKETS, 60)}
+    feedback = await read_topic(kafka, Stream.FEEDBACK, 60)
+    assert len(feedback) == 60 and len(set(ticket_partition.values())) == kafka.kafka_partitions
+    assert all(r.partition == ticket_partition[r.key] for r in feedback)
