@@ -10,6 +10,7 @@ import pytest
 
 from gapwatch.cli import stale_schema_files
 from gapwatch.core.catalog import MODEL_BY_TYPE
+from gapwatch.core.gaps import GapEvent
 from gapwatch.core.validation import validate_event
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -59,7 +60,19 @@ def test_published_schema_rejects_what_the_model_rejects():
 def test_index_lists_every_type_with_its_topic():
     index = json.loads((SCHEMA_DIR / "index.json").read_text())
     topics = {e["type"]: e["topic"] for e in index["events"]}
-    assert set(topics) == set(MODEL_BY_TYPE)
+    gap_entries = [t for t in topics if t.startswith("gapwatch.gap.")]
+    assert set(topics) - set(gap_entries) == set(MODEL_BY_TYPE)
+    assert [topics[t] for t in gap_entries] == ["gapwatch.gaps.v1"]
     assert topics["gapwatch.feedback.submitted.v1"] == "gapwatch.feedback.v1"
     assert topics["gapwatch.job.arrived.v1"] == "gapwatch.jobs.v1"
     assert topics["gapwatch.ticket.opened.v1"] == "gapwatch.tickets.v1"
+
+
+def test_gap_example_validates_against_the_gap_schema():
+    schema = json.loads((SCHEMA_DIR / "gapwatch.gap.v1.schema.json").read_text())
+    example = json.loads((SCHEMA_DIR / "examples" / "gapwatch.gap.v1.example.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(example)
+    GapEvent.model_validate(example)
+    example["type"] = "gapwatch.gap.vanished.v1"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(example, schema)

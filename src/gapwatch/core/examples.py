@@ -187,3 +187,41 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         },
     ),
 }
+
+
+GAP_EXAMPLE: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "0b5d1c1e-8f0a-5d6e-9a53-2f1d3c4b5a69",
+    "source": "urn:gapwatch:scorer",
+    "type": "gapwatch.gap.delivered_late.v1",
+    "time": "2026-03-02T10:30:00Z",
+    "subject": "T-1001",
+    "data": {
+        "item_id": "T-1001",
+        "item_kind": "ticket",
+        "promise_kind": "first_response",
+        "cycle": 0,
+        "round": 0,
+        "segment": {
+            "team": "billing",
+            "region": "emea",
+            "priority": "P2",
+            "channel": "email",
+            "customer_tier": "gold",
+        },
+        "outcome": "delivered_late",
+        "outcome_at": "2026-03-02T10:30:00Z",
+        "started_at": "2026-03-02T08:15:00Z",
+        "promised_at": "2026-03-02T09:15:00Z",
+        "original_promised_at": "2026-03-02T09:15:00Z",
+        "delivered_at": "2026-03-02T10:30:00Z",
+        "gap_seconds": 4500.0,
+        "gap_business_seconds": 4500.0,
+        "promised_seconds": 3600.0,
+        "delivered_seconds": 8100.0,
+        "drift_seconds": 0.0,
+        "policy": {"name": "gold-support", "version": 1},
+        "calendar": {"name": "emea-business", "version": 1},
+        "caused_by": "evt-0003",
+    },
+}

@@ -70,6 +70,10 @@ class GapData(EventData):
     item_kind: ItemKind
     promise_kind: PromiseKind
     cycle: Annotated[int, Field(ge=0, description="Resolution cycle; a reopen starts a new one.")]
+    round: Annotated[
+        int,
+        Field(ge=0, description="Which promise of this kind in the cycle (next_response repeats)."),
+    ] = 0
     segment: dict[LabelKey, Label] = Field(description="The item's segment labels.")
     outcome: Outcome
     outcome_at: Timestamp = Field(
@@ -96,6 +100,11 @@ class GapData(EventData):
     policy: VersionRef | None = None
     calendar: VersionRef | None = None
     caused_by: EventId = Field(description="Id of the input event that caused this outcome.")
+    corrects: EventId | None = Field(
+        default=None,
+        description="Id of an earlier gap event this one overrides (a late event within the "
+        "grace period showed the earlier outcome was wrong).",
+    )
     feedback: FeedbackJoin | None = None
 
     @property
@@ -128,10 +137,10 @@ def gap_type(outcome: Outcome) -> str:
 
 
 def gap_event_id(
-    item_id: str, kind: PromiseKind, cycle: int, outcome: Outcome, extra: str = ""
+    item_id: str, kind: PromiseKind, cycle: int, round_: int, outcome: Outcome, extra: str = ""
 ) -> str:
     """Deterministic id: the same promise outcome always gets the same id, live or in replay."""
-    name = f"{item_id}\x1f{kind.value}\x1f{cycle}\x1f{outcome.value}\x1f{extra}"
+    name = f"{item_id}\x1f{kind.value}\x1f{cycle}\x1f{round_}\x1f{outcome.value}\x1f{extra}"
     return str(uuid.uuid5(GAP_ID_NAMESPACE, name))
 
 
@@ -139,7 +148,9 @@ def make_gap_event(data: GapData, extra_id: str = "", time: datetime | None = No
     """Wrap `data` in its envelope; `extra_id` separates repeated outcomes (e.g. at-risk levels)."""
     return GapEvent(
         specversion="1.0",
-        id=gap_event_id(data.item_id, data.promise_kind, data.cycle, data.outcome, extra_id),
+        id=gap_event_id(
+            data.item_id, data.promise_kind, data.cycle, data.round, data.outcome, extra_id
+        ),
         source=GAP_SOURCE,
         type=gap_type(data.outcome),
         time=time or data.outcome_at,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gapwatch.core.catalog import INPUT_EVENT_MODELS
-from gapwatch.core.examples import EXAMPLES
-from gapwatch.core.topics import topic_name
+from gapwatch.core.examples import EXAMPLES, GAP_EXAMPLE
+from gapwatch.core.gaps import GapEvent
+from gapwatch.core.topics import Stream, topic_name
 
 SCHEMA_BASE_URI = "https://gapwatch.dev/schemas/"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -44,5 +45,22 @@ def event_schemas() -> dict[str, dict[str, Any]]:
                 "example": "examples/" + example_file_name(event_type),
             }
         )
+    gap_schema = GapEvent.model_json_schema(mode="validation")
+    files[schema_file_name(GapEvent.event_type)] = {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": SCHEMA_BASE_URI + schema_file_name(GapEvent.event_type),
+        **gap_schema,
+        "title": "gapwatch.gap.<outcome>.v1",
+    }
+    files["examples/" + example_file_name(GapEvent.event_type)] = GAP_EXAMPLE
+    index.append(
+        {
+            "type": "gapwatch.gap.{met,breached,at_risk,delivered_late,cancelled,feedback}.v1",
+            "topic": topic_name(Stream.GAPS),
+            "key": "subject (the item id)",
+            "schema": schema_file_name(GapEvent.event_type),
+            "example": "examples/" + example_file_name(GapEvent.event_type),
+        }
+    )
     files["index.json"] = {"events": index}
     return files

@@ -1,0 +1,735 @@
+"""Promise clocks: every promise of one item, its due time, pauses, and the outcomes it yields.
+
+An `ItemClock` is a pure fold over the item's input events and a clock reading `now`:
+
+- Events are applied in event-time order (ties: opened/scheduled first, closed last, then id).
+  An event older than the latest one applied is inserted in its place and the item is re-folded
+  from its log, so the final state depends only on the set of events and `now`, never on their
+  arrival order. Gap events are identified by what happened (uuid5), and an id already emitted is
+  never emitted again; a late event that turns an emitted breach into a met promise emits the met
+  outcome with `corrects` naming the breach.
+- Before an event at time t is applied, the clock advances to t: every promise due at or before t
+  with nothing delivered breaches *at its due time*, and at-risk levels fire at their instants.
+  `advance(now)` does the same without an event (idle items breach on time).
+- Clocks start at the next business instant of the promise's calendar. Policy promises pause
+  while the ticket's status is a pause status: on resume the due time moves out by the business
+  time spent paused, and no timer fires while paused. Explicit promises (an absolute due time on
+  the event, or a re-promise) do not pause.
+- A reply by a configured author with a configured visibility (default: agent, public) delivers
+  the open first and next response; a customer reply, once the first response is delivered,
+  starts a next-response promise. `resolved` delivers the resolution (and any open response
+  promise); `reopened` starts a new cycle with a new resolution promise; `closed` and a job's
+  `cancelled` cancel what is still open.
+- Jobs: the arrival promise is the window [start, end]: early before start, on time inside, late
+  after end (the gap is measured from the nearest edge, 0 inside). `completed` delivers the
+  completion promise (and the arrival, if no `arrived` came). A re-promise (promise_changed,
+  rescheduled) keeps the original due time beside the current one; a breach already emitted
+  stands, and the gap of a later delivery is measured against the due time that was breached.
+- Feedback is joined with the item's headline promise (tickets: resolution, else first response;
+  jobs: arrival). Feedback that arrives before the item, or before that promise has an outcome, is
+  held and emitted once the outcome is known.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from gapwatch.core.calendar import BusinessCalendar
+from gapwatch.core.catalog import AnyInputEvent
+from gapwatch.core.feedback import FeedbackSubmitted, ItemKind
+from gapwatch.core.gaps import (
+    ArrivalOutcome,
+    FeedbackJoin,
+    GapData,
+    GapEvent,
+    Outcome,
+    VersionRef,
+    make_gap_event,
+)
+from gapwatch.core.jobs import (
+    JobArrived,
+    JobCancelled,
+    JobCompleted,
+    JobDispatched,
+    JobRescheduled,
+    JobScheduled,
+)
+from gapwatch.core.policies import Policy, PolicySet, Target
+from gapwatch.core.promises import PromiseKind
+from gapwatch.core.tickets import (
+    TicketClosed,
+    TicketOpened,
+    TicketPromiseChanged,
+    TicketReopened,
+    TicketReplied,
+    TicketResolved,
+    TicketStatusChanged,
+)
+
+# Tie-break for events with the same timestamp: creation first, closing last.
+_RANK: dict[type[Any], int] = {
+    TicketOpened: 0,
+    JobScheduled: 0,
+    TicketStatusChanged: 1,
+    TicketPromiseChanged: 1,
+    JobRescheduled: 1,
+    JobDispatched: 1,
+    TicketReplied: 2,
+    JobArrived: 2,
+    TicketResolved: 3,
+    JobCompleted: 3,
+    FeedbackSubmitted: 4,
+    TicketReopened: 5,
+    TicketClosed: 6,
+    JobCancelled: 6,
+}
+EXPLICIT = VersionRef(name="explicit", version=0)
+
+
+class ItemLogFull(Exception):
+    """An item has more events than the configured log limit; the event must be dead-lettered."""
+
+    retriable = False
+
+    def __init__(self, item_id: str, limit: int) -> None:
+        super().__init__(f"item {item_id!r} already has {limit} events (log limit)")
+        self.item_id = item_id
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    MET = "met"
+    BREACHED = "breached"
+    DELIVERED_LATE = "delivered_late"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ClockConfig:
+    """What the clocks need from configuration: policies, calendars and the reply rule."""
+
+    policies: PolicySet
+    calendars: dict[str, BusinessCalendar]
+    reply_authors: frozenset[str]
+    reply_visibilities: frozenset[str]
+    log_limit: int = 512
+
+    @classmethod
+    def from_policies(cls, policies: PolicySet, log_limit: int = 512) -> ClockConfig:
+        replies = policies.defaults.replies
+        return cls(
+            policies=policies,
+            calendars=policies.calendar_objects(),
+            reply_authors=frozenset(replies.authors),
+            reply_visibilities=frozenset(replies.visibilities),
+            log_limit=log_limit,
+        )
+
+
+@dataclass(slots=True)
+class Promise:
+    kind: PromiseKind
+    cycle: int
+    round: int
+    started_at: datetime
+    due_at: datetime
+    original_due_at: datetime
+    calendar: str
+    policy: VersionRef
+    pausable: bool
+    at_risk: tuple[float, ...]
+    caused_by: str
+    window_start: datetime | None = None
+    at_risk_fired: int = 0
+    next_at_risk_at: datetime | None = None
+    status: Status = Status.OPEN
+    delivered_at: datetime | None = None
+    breach_id: str | None = None
+    gap_seconds: float | None = None
+    arrival: ArrivalOutcome | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One input event in the item's log, with its sort key."""
+
+    at: datetime
+    rank: int
+    event_id: str
+    data: Any
+
+    def key(self) -> tuple[datetime, int, str]:
+        return (self.at, self.rank, self.event_id)
+
+
+@dataclass(slots=True)
+class _State:
+    """Everything derived from the log; rebuilt from scratch on a re-fold."""
+
+    item_kind: ItemKind | None = None
+    segment: dict[str, str] = field(default_factory=dict)
+    policy: Policy | None = None
+    pause_statuses: frozenset[str] = frozenset()
+    status: str = ""
+    paused_since: datetime | None = None
+    cycle: int = 0
+    rounds: dict[PromiseKind, int] = field(default_factory=dict)
+    promises: dict[PromiseKind, Promise] = field(default_factory=dict)
+    history: list[Promise] = field(default_factory=list)
+    pending_feedback: list[tuple[str, FeedbackSubmitted]] = field(default_factory=list)
+    closed: bool = False
+    clock: datetime | None = None
+
+
+class ItemClock:
+    """The promise clock of one ticket or job (see the module docstring for the rules)."""
+
+    __slots__ = ("_config", "_emitted", "_log", "_state", "item_id")
+
+    def __init__(self, item_id: str, config: ClockConfig) -> None:
+        self.item_id = item_id
+        self._config = config
+        self._log: list[_Entry] = []
+        self._state = _State()
+        # Ids of gap events already published, with what they were about (for corrections).
+        self._emitted: dict[str, tuple[Outcome, PromiseKind, int, int]] = {}
+
+    # --- public API ------------------------------------------------------------------------
+
+    @property
+    def item_kind(self) -> ItemKind | None:
+        return self._state.item_kind
+
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
+
+    @property
+    def open_promises(self) -> list[Promise]:
+        return [p for p in self._state.promises.values() if p.status is Status.OPEN]
+
+    @property
+    def promises(self) -> list[Promise]:
+        """Every promise the item has had, current ones last."""
+        return [*self._state.history, *self._state.promises.values()]
+
+    @property
+    def paused(self) -> bool:
+        return self._state.paused_since is not None
+
+    @property
+    def segment(self) -> dict[str, str]:
+        return self._state.segment
+
+    @property
+    def emitted_ids(self) -> set[str]:
+        return set(self._emitted)
+
+    def apply(self, event: AnyInputEvent) -> list[GapEvent]:
+        """Apply one input event; returns the gap events it (and the time it moved) caused."""
+        data = event.data
+        entry = _Entry(data.occurred_at, _RANK[type(data)], event.id, data)
+        if any(e.event_id == entry.event_id for e in self._log):
+            return []  # a repeated event id is the same event
+        if len(self._log) >= self._config.log_limit:
+            raise ItemLogFull(self.item_id, self._config.log_limit)
+        key = entry.key()
+        in_order = not self._log or key >= self._log[-1].key()
+        if in_order:
+            self._log.append(entry)
+            out: list[tuple[GapData, str]] = []
+            self._advance(entry.at, out)
+            self._apply_one(entry, out)
+            return self._emit(out)
+        bisect.insort(self._log, entry, key=_Entry.key)
+        return self._refold()
+
+    def advance(self, now: datetime) -> list[GapEvent]:
+        """Move the clock to `now` without an event: due promises breach, at-risk levels fire."""
+        state = self._state
+        if state.clock is not None and now <= state.clock:
+            return []
+        out: list[tuple[GapData, str]] = []
+        self._advance(now, out)
+        return self._emit(out)
+
+    def next_deadline(self) -> datetime | None:
+        """The earliest instant at which `advance` would emit something, if any."""
+        if self._state.paused_since is not None:
+            candidates = [p for p in self.open_promises if not p.pausable]
+        else:
+            candidates = self.open_promises
+        times = [p.due_at for p in candidates]
+        times += [p.next_at_risk_at for p in candidates if p.next_at_risk_at is not None]
+        return min(times) if times else None
+
+    # --- folding ---------------------------------------------------------------------------
+
+    def _refold(self) -> list[GapEvent]:
+        clock = self._state.clock
+        self._state = _State()
+        out: list[tuple[GapData, str]] = []
+        for entry in self._log:
+            self._advance(entry.at, out)
+            self._apply_one(entry, out)
+        if clock is not None:
+            self._advance(clock, out)
+        return self._emit(out)
+
+    def _emit(self, out: list[tuple[GapData, str]]) -> list[GapEvent]:
+        events = []
+        for data, extra in out:
+            event = make_gap_event(data, extra)
+            if event.id in self._emitted:
+                continue
+            if data.outcome is Outcome.MET:
+                # A met outcome for a promise whose breach was already published corrects it.
+                breach = _breach_of(self._emitted, data)
+                if breach is not None:
+                    event = make_gap_event(data.model_copy(update={"corrects": breach}), extra)
+            self._emitted[event.id] = (data.outcome, data.promise_kind, data.cycle, data.round)
+            events.append(event)
+        return events
+
+    def _advance(self, now: datetime, out: list[tuple[GapData, str]]) -> None:
+        state = self._state
+        if state.clock is None or now > state.clock:
+            state.clock = now
+        paused = state.paused_since is not None
+        for promise in list(state.promises.values()):
+            if promise.status is not Status.OPEN or (paused and promise.pausable):
+                continue
+            while promise.next_at_risk_at is not None and promise.next_at_risk_at <= now:
+                if promise.next_at_risk_at >= promise.due_at:
+                    promise.next_at_risk_at = None
+                    break
+                fraction = promise.at_risk[promise.at_risk_fired]
+                out.append(
+                    (
+                        self._gap(
+                            promise,
+                            Outcome.AT_RISK,
+                            promise.next_at_risk_at,
+                            None,
+                            at_risk=fraction,
+                        ),
+                        f"{fraction:g}",
+                    )
+                )
+                promise.at_risk_fired += 1
+                self._schedule_at_risk(promise)
+            if promise.due_at <= now:
+                promise.status = Status.BREACHED
+                promise.next_at_risk_at = None
+                data = self._gap(promise, Outcome.BREACHED, promise.due_at, None)
+                promise.breach_id = make_gap_event(data).id
+                out.append((data, ""))
+
+    # --- one event -------------------------------------------------------------------------
+
+    def _apply_one(self, entry: _Entry, out: list[tuple[GapData, str]]) -> None:
+        data, at, event_id = entry.data, entry.at, entry.event_id
+        state = self._state
+        if isinstance(data, TicketOpened | JobScheduled):
+            if state.item_kind is None:
+                self._open(data, at, event_id, out)
+            return
+        if isinstance(data, FeedbackSubmitted):
+            state.pending_feedback.append((event_id, data))
+            self._flush_feedback(out)
+            return
+        if state.item_kind is None:
+            return  # kept in the log; it takes effect once the item's opening event arrives
+        if isinstance(data, TicketStatusChanged):
+            self._status(data.status, at)
+        elif isinstance(data, TicketReplied):
+            self._reply(data, at, event_id, out)
+        elif isinstance(data, TicketPromiseChanged):
+            self._repromise(data.kind, data.due_at, None, at, event_id)
+        elif isinstance(data, TicketResolved):
+            for kind in (
+                PromiseKind.RESOLUTION,
+                PromiseKind.FIRST_RESPONSE,
+                PromiseKind.NEXT_RESPONSE,
+            ):
+                self._deliver(kind, at, event_id, out)
+        elif isinstance(data, TicketReopened):
+            self._reopen(at, event_id)
+        elif isinstance(data, TicketClosed | JobCancelled):
+            for promise in list(state.promises.values()):
+                if promise.status is Status.OPEN:
+                    promise.status = Status.CANCELLED
+                    promise.next_at_risk_at = None
+                    out.append((self._gap(promise, Outcome.CANCELLED, at, None, event_id), ""))
+            state.closed = True
+            self._flush_feedback(out)
+        elif isinstance(data, JobRescheduled):
+            self._repromise(PromiseKind.ARRIVAL, data.window.end, data.window.start, at, event_id)
+        elif isinstance(data, JobArrived):
+            self._deliver(PromiseKind.ARRIVAL, at, event_id, out)
+        elif isinstance(data, JobCompleted):
+            self._deliver(PromiseKind.ARRIVAL, at, event_id, out)
+            self._deliver(PromiseKind.COMPLETION, at, event_id, out)
+        # JobDispatched carries nothing the clocks need; it stays in the log for completeness.
+
+    def _open(
+        self,
+        data: TicketOpened | JobScheduled,
+        at: datetime,
+        event_id: str,
+        out: list[tuple[GapData, str]],
+    ) -> None:
+        state = self._state
+        policies = self._config.policies
+        if isinstance(data, TicketOpened):
+            state.item_kind = ItemKind.TICKET
+            state.segment = {
+                **data.labels,
+                "team": data.team,
+                "region": data.region,
+                "priority": data.priority,
+                "channel": data.channel,
+                "customer_tier": data.customer_tier,
+            }
+            policy = policies.select(state.segment, data.sla_policy)
+            explicit = {p.kind: p.due_at for p in data.promises}
+            kinds: tuple[PromiseKind, ...] = (PromiseKind.FIRST_RESPONSE, PromiseKind.RESOLUTION)
+        else:
+            state.item_kind = ItemKind.JOB
+            state.segment = {
+                **data.labels,
+                "team": data.team,
+                "region": data.region,
+                "service_type": data.service_type,
+                "customer_tier": data.customer_tier,
+            }
+            policy = policies.select(state.segment)
+            explicit = {PromiseKind.ARRIVAL: data.window.end}
+            if data.promised_completion_at is not None:
+                explicit[PromiseKind.COMPLETION] = data.promised_completion_at
+            kinds = (PromiseKind.COMPLETION,)
+        state.policy = policy
+        state.pause_statuses = policies.pause_statuses(policy)
+        for kind, due in explicit.items():
+            window = (
+                data.window.start
+                if isinstance(data, JobScheduled) and kind is PromiseKind.ARRIVAL
+                else None
+            )
+            self._start_explicit(kind, at, due, window, event_id)
+        if policy is not None:
+            rules = {r.kind: r for r in policies.resolve(policy)}
+            for kind in kinds:
+                if kind in rules and kind not in explicit:
+                    start = data.window.start if isinstance(data, JobScheduled) else at
+                    self._start_policy(
+                        kind,
+                        start,
+                        rules[kind].within,
+                        rules[kind].calendar,
+                        rules[kind].at_risk,
+                        event_id,
+                    )
+        self._flush_feedback(out)
+
+    def _policy_ref(self) -> VersionRef:
+        policy = self._state.policy
+        if policy is None:
+            return EXPLICIT
+        return VersionRef(name=policy.name, version=self._config.policies.version)
+
+    def _next_round(self, kind: PromiseKind) -> int:
+        rounds = self._state.rounds
+        rounds[kind] = rounds.get(kind, -1) + 1
+        return rounds[kind]
+
+    def _store(self, promise: Promise) -> None:
+        state = self._state
+        previous = state.promises.get(promise.kind)
+        if previous is not None:
+            state.history.append(previous)
+        state.promises[promise.kind] = promise
+        self._schedule_at_risk(promise)
+
+    def _start_policy(
+        self,
+        kind: PromiseKind,
+        at: datetime,
+        within: Target,
+        calendar: str,
+        at_risk: tuple[float, ...],
+        event_id: str,
+    ) -> None:
+        cal = self._config.calendars[calendar]
+        start = cal.next_open(at)
+        due = within.due(cal, start)
+        self._store(
+            Promise(
+                kind=kind,
+                cycle=self._state.cycle,
+                round=self._next_round(kind),
+                started_at=start,
+                due_at=due,
+                original_due_at=due,
+                calendar=calendar,
+                policy=self._policy_ref(),
+                pausable=True,
+                at_risk=at_risk,
+                caused_by=event_id,
+            )
+        )
+
+    def _start_explicit(
+        self,
+        kind: PromiseKind,
+        at: datetime,
+        due: datetime,
+        window_start: datetime | None,
+        event_id: str,
+    ) -> None:
+        defaults = self._config.policies.defaults
+        self._store(
+            Promise(
+                kind=kind,
+                cycle=self._state.cycle,
+                round=self._next_round(kind),
+                started_at=min(at, due),
+                due_at=due,
+                original_due_at=due,
+                calendar=defaults.calendar,
+                policy=EXPLICIT,
+                pausable=False,
+                at_risk=defaults.at_risk,
+                caused_by=event_id,
+                window_start=window_start,
+            )
+        )
+
+    def _schedule_at_risk(self, promise: Promise) -> None:
+        if promise.at_risk_fired >= len(promise.at_risk) or promise.status is not Status.OPEN:
+            promise.next_at_risk_at = None
+            return
+        cal = self._config.calendars[promise.calendar]
+        total = cal.business_seconds_between(promise.started_at, promise.due_at)
+        if total <= 0:
+            promise.next_at_risk_at = None
+            return
+        fraction = promise.at_risk[promise.at_risk_fired]
+        promise.next_at_risk_at = cal.add_business_seconds(promise.started_at, fraction * total)
+
+    def _status(self, status: str, at: datetime) -> None:
+        state = self._state
+        state.status = status
+        pausing = status in state.pause_statuses
+        if pausing and state.paused_since is None:
+            state.paused_since = at
+        elif not pausing and state.paused_since is not None:
+            since, state.paused_since = state.paused_since, None
+            for promise in state.promises.values():
+                if promise.status is Status.OPEN and promise.pausable:
+                    cal = self._config.calendars[promise.calendar]
+                    paused = cal.business_seconds_between(since, at)
+                    if paused > 0:
+                        # A pause stretches the promise itself, it is not a re-promise: both
+                        # due times move, so drift keeps meaning "moved by someone".
+                        promise.due_at = cal.add_business_seconds(promise.due_at, paused)
+                        promise.original_due_at = cal.add_business_seconds(
+                            promise.original_due_at, paused
+                        )
+                        self._schedule_at_risk(promise)
+
+    def _reply(
+        self, data: TicketReplied, at: datetime, event_id: str, out: list[tuple[GapData, str]]
+    ) -> None:
+        config, state = self._config, self._state
+        if data.author in config.reply_authors and data.visibility in config.reply_visibilities:
+            self._deliver(PromiseKind.FIRST_RESPONSE, at, event_id, out)
+            self._deliver(PromiseKind.NEXT_RESPONSE, at, event_id, out)
+            return
+        if data.author != "customer" or state.policy is None:
+            return
+        first = state.promises.get(PromiseKind.FIRST_RESPONSE)
+        current = state.promises.get(PromiseKind.NEXT_RESPONSE)
+        if (first is not None and first.status is Status.OPEN) or (
+            current is not None and current.status is Status.OPEN
+        ):
+            return  # an answer is already owed; a follow-up does not start another clock
+        rules = {r.kind: r for r in config.policies.resolve(state.policy)}
+        rule = rules.get(PromiseKind.NEXT_RESPONSE)
+        if rule is not None:
+            self._start_policy(
+                PromiseKind.NEXT_RESPONSE, at, rule.within, rule.calendar, rule.at_risk, event_id
+            )
+
+    def _repromise(
+        self,
+        kind: PromiseKind,
+        due: datetime,
+        window_start: datetime | None,
+        at: datetime,
+        event_id: str,
+    ) -> None:
+        promise = self._state.promises.get(kind)
+        if promise is None:
+            self._start_explicit(kind, at, due, window_start, event_id)
+            return
+        if promise.status is not Status.OPEN:
+            return  # the breach (or delivery) stands
+        promise.due_at = due
+        promise.window_start = window_start if window_start is not None else promise.window_start
+        promise.pausable = False
+        self._schedule_at_risk(promise)
+
+    def _reopen(self, at: datetime, event_id: str) -> None:
+        state = self._state
+        state.cycle += 1
+        state.closed = False
+        state.rounds.pop(PromiseKind.RESOLUTION, None)
+        if state.policy is None:
+            return
+        rules = {r.kind: r for r in self._config.policies.resolve(state.policy)}
+        rule = rules.get(PromiseKind.RESOLUTION)
+        if rule is not None:
+            self._start_policy(
+                PromiseKind.RESOLUTION, at, rule.within, rule.calendar, rule.at_risk, event_id
+            )
+
+    def _deliver(
+        self, kind: PromiseKind, at: datetime, event_id: str, out: list[tuple[GapData, str]]
+    ) -> None:
+        promise = self._state.promises.get(kind)
+        if promise is None or promise.status not in (Status.OPEN, Status.BREACHED):
+            return
+        was_breached = promise.status is Status.BREACHED
+        promise.delivered_at = at
+        promise.next_at_risk_at = None
+        late = at > promise.due_at
+        if was_breached and late:
+            promise.status, outcome = Status.DELIVERED_LATE, Outcome.DELIVERED_LATE
+        elif late:  # unreachable in order (the clock advanced first), kept for safety
+            promise.status, outcome = Status.DELIVERED_LATE, Outcome.DELIVERED_LATE
+        else:
+            promise.status, outcome = Status.MET, Outcome.MET
+        data = self._gap(promise, outcome, at, at, event_id)
+        promise.gap_seconds, promise.arrival = data.gap_seconds, data.arrival
+        out.append((data, ""))
+        self._flush_feedback(out)
+
+    # --- feedback --------------------------------------------------------------------------
+
+    def _headline(self) -> Promise | None:
+        state = self._state
+        if state.item_kind is ItemKind.JOB:
+            order: tuple[PromiseKind, ...] = (PromiseKind.ARRIVAL, PromiseKind.COMPLETION)
+        else:
+            order = (PromiseKind.RESOLUTION, PromiseKind.FIRST_RESPONSE)
+        for kind in order:
+            for promise in reversed(self.promises):
+                if promise.kind is kind:
+                    return promise
+        return None
+
+    def _flush_feedback(self, out: list[tuple[GapData, str]]) -> None:
+        state = self._state
+        if not state.pending_feedback or state.item_kind is None:
+            return
+        promise = self._headline()
+        if promise is None:
+            if not state.closed:
+                return
+        elif promise.status in (Status.OPEN, Status.BREACHED) and not state.closed:
+            return  # the gap is not known yet
+        for event_id, feedback in state.pending_feedback:
+            join = FeedbackJoin(
+                feedback_id=feedback.feedback_id,
+                feedback_event_id=event_id,
+                submitted_at=feedback.submitted_at,
+                csat=feedback.csat,
+                nps=feedback.nps,
+                servqual_gap={
+                    d: float(r.perceived - r.expected) for d, r in feedback.servqual.items()
+                },
+            )
+            if promise is None:
+                continue  # no promise to join with: nothing to measure against
+            data = self._gap(
+                promise, Outcome.FEEDBACK, feedback.submitted_at, promise.delivered_at, event_id
+            )
+            data = data.model_copy(
+                update={
+                    "feedback": join,
+                    "gap_seconds": promise.gap_seconds,
+                    "arrival": promise.arrival,
+                }
+            )
+            out.append((data, feedback.feedback_id))
+        state.pending_feedback.clear()
+
+    # --- gap figures -----------------------------------------------------------------------
+
+    def _gap(
+        self,
+        promise: Promise,
+        outcome: Outcome,
+        outcome_at: datetime,
+        delivered_at: datetime | None,
+        caused_by: str | None = None,
+        at_risk: float | None = None,
+    ) -> GapData:
+        cal = self._config.calendars[promise.calendar]
+        gap = gap_business = delivered_seconds = None
+        arrival = None
+        if delivered_at is not None:
+            delivered_seconds = (delivered_at - promise.started_at).total_seconds()
+            start = promise.window_start
+            if start is not None and delivered_at < start:
+                arrival = ArrivalOutcome.EARLY
+                gap = (delivered_at - start).total_seconds()
+                gap_business = cal.business_seconds_between(start, delivered_at)
+            elif start is not None and delivered_at <= promise.due_at:
+                arrival, gap, gap_business = ArrivalOutcome.ON_TIME, 0.0, 0.0
+            else:
+                if start is not None:
+                    arrival = ArrivalOutcome.LATE
+                gap = (delivered_at - promise.due_at).total_seconds()
+                gap_business = cal.business_seconds_between(promise.due_at, delivered_at)
+        state = self._state
+        return GapData(
+            item_id=self.item_id,
+            item_kind=state.item_kind or ItemKind.TICKET,
+            promise_kind=promise.kind,
+            cycle=promise.cycle,
+            round=promise.round,
+            segment=state.segment,
+            outcome=outcome,
+            outcome_at=outcome_at,
+            started_at=promise.started_at,
+            promised_at=promise.due_at,
+            original_promised_at=promise.original_due_at,
+            window_start=promise.window_start,
+            delivered_at=delivered_at,
+            gap_seconds=gap,
+            gap_business_seconds=gap_business,
+            promised_seconds=(promise.due_at - promise.started_at).total_seconds(),
+            delivered_seconds=delivered_seconds,
+            drift_seconds=(promise.due_at - promise.original_due_at).total_seconds(),
+            arrival=arrival,
+            at_risk_fraction=at_risk,
+            policy=promise.policy,
+            calendar=VersionRef(name=cal.name, version=cal.spec.version),
+            caused_by=caused_by or promise.caused_by,
+        )
+
+
+def _breach_of(
+    emitted: dict[str, tuple[Outcome, PromiseKind, int, int]], data: GapData
+) -> str | None:
+    wanted = (Outcome.BREACHED, data.promise_kind, data.cycle, data.round)
+    for event_id, about in emitted.items():
+        if about == wanted:
+            return event_id
+    return None
