@@ -1,4 +1,4 @@
-"""The `gapwatch` command line: schemas, topics and bulk ingest (more subcommands grow here)."""
+"""The `gapwatch` command line: schemas, topics, bulk ingest, replay and the simulator."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,44 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from gapwatch.config import load_policies
+    from gapwatch.core.clock import ClockConfig
+    from gapwatch.core.scoring import ScoringConfig, replay
+
+    config = ScoringConfig(
+        ClockConfig.from_policies(load_policies(args.policies)),
+        segment_labels=tuple(args.segment_labels.split(",")),
+        grace_seconds=args.grace_seconds,
+    )
+    until = datetime.fromisoformat(args.until) if args.until else None
+    with args.file.open("rb") as lines:
+        result = replay(lines, config, until)
+    scoring = result.scoring
+    as_of = until or scoring.watermark or datetime.now(UTC)
+    document = {
+        "gap_events": [e.model_dump(mode="json", exclude_none=True) for e in result.gap_events],
+        "final": scoring.snapshot(as_of).as_dict(),
+        "rejected": [{"line": n, "reason": r, "detail": d} for n, r, d in result.rejected],
+    }
+    text = json.dumps(document, indent=1)
+    if args.output:
+        args.output.write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    sys.stderr.write(
+        f"replayed {args.file}: {len(result.gap_events)} gap events, "
+        f"{len(scoring.items)} items, {len(result.rejected)} rejected lines\n"
+    )
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gapwatch.simulate import run_simulation
+
+    return run_simulation(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gapwatch", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -102,6 +141,44 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--rejects", type=Path, help="write rejected lines and reasons here")
     ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(func=cmd_ingest)
+
+    rep = sub.add_parser("replay", help="run the scoring core over a JSON Lines file, no Kafka")
+    rep.add_argument("file", type=Path)
+    rep.add_argument("--policies", type=Path, default=Path("deploy/config/policies.yaml"))
+    rep.add_argument("--segment-labels", default="team,region,priority")
+    rep.add_argument("--grace-seconds", type=float, default=3600.0)
+    rep.add_argument("--until", help="advance the clock to this ISO time at the end")
+    rep.add_argument("-o", "--output", type=Path, help="write the JSON here (default stdout)")
+    rep.set_defaults(func=cmd_replay)
+
+    sim = sub.add_parser("simulate", help="produce a realistic event stream (file, ingest, Kafka)")
+    sim.add_argument("--scenario", choices=["steady", "team-slip"], default="steady")
+    sim.add_argument(
+        "--to",
+        required=True,
+        help="file:PATH (as fast as possible), kafka, or http://HOST:PORT (ingest)",
+    )
+    sim.add_argument("--rate", type=float, default=100.0, help="events per wall-clock second")
+    sim.add_argument("--minutes", type=float, default=5.0, help="wall-clock minutes to run")
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="simulated seconds per wall-clock second (60: an hour a minute)",
+    )
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--start", help="simulated start time (ISO); default now")
+    sim.add_argument("--slip-team", default="billing")
+    sim.add_argument(
+        "--slip-start",
+        type=float,
+        default=10.0,
+        help="team-slip: wall-clock minute the slip starts",
+    )
+    sim.add_argument(
+        "--slip-end", type=float, default=30.0, help="team-slip: wall-clock minute it recovers"
+    )
+    sim.set_defaults(func=cmd_simulate)
     return parser
 
 
@@ -111,11 +188,15 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s %(message)s",
     )
+    from gapwatch.config import ConfigFileError
     from gapwatch.settings import SettingsError
 
     try:
         code = args.func(args)
     except SettingsError as exc:
+        sys.stderr.write(f"gapwatch: {exc}\n")
+        code = 2
+    except ConfigFileError as exc:
         sys.stderr.write(f"gapwatch: {exc}\n")
         code = 2
     raise SystemExit(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -510,3 +511,26 @@ def test_on_a_24x7_calendar_business_gap_equals_wall_gap(config: ClockConfig, se
 
 def test_statuses_cover_every_outcome():
     assert {s.value for s in Status} <= {o.value for o in Outcome} | {"open"}
+
+
+@settings(max_examples=int(os.environ.get("GAPWATCH_PROPERTY_EXAMPLES", "40")), deadline=None)
+@given(STEPS, st.sampled_from(["support", "office"]))
+def test_a_saved_clock_resumes_exactly(
+    config: ClockConfig, steps: list[tuple[str, int]], team: str
+):
+    events = ticket_story(steps, team)
+    original = ItemClock("T-1", config)
+    for ev in events[:-1]:
+        original.apply(ev)
+    original.advance(T0 + timedelta(hours=3))
+    restored = ItemClock.from_bytes("T-1", config, original.to_bytes())
+    assert final_state(restored) == final_state(original)
+    assert restored.emitted_ids == original.emitted_ids
+    assert restored.next_deadline() == original.next_deadline()
+    tail_a = [e.id for e in original.apply(events[-1])] + [
+        e.id for e in original.advance(T0 + timedelta(days=3))
+    ]
+    tail_b = [e.id for e in restored.apply(events[-1])] + [
+        e.id for e in restored.advance(T0 + timedelta(days=3))
+    ]
+    assert tail_a == tail_b

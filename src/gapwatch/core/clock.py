@@ -38,8 +38,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from gapwatch.core.calendar import BusinessCalendar
-from gapwatch.core.catalog import AnyInputEvent
+from gapwatch.core.catalog import INPUT_EVENT_MODELS, AnyInputEvent
 from gapwatch.core.feedback import FeedbackSubmitted, ItemKind
 from gapwatch.core.gaps import (
     ArrivalOutcome,
@@ -69,6 +71,12 @@ from gapwatch.core.tickets import (
     TicketResolved,
     TicketStatusChanged,
 )
+
+_DATA_OF_TYPE: dict[str, type[Any]] = {
+    model.event_type: model.model_fields["data"].annotation  # type: ignore[misc]
+    for model in INPUT_EVENT_MODELS
+}
+_TYPE_OF_DATA: dict[type[Any], str] = {data: name for name, data in _DATA_OF_TYPE.items()}
 
 # Tie-break for events with the same timestamp: creation first, closing last.
 _RANK: dict[type[Any], int] = {
@@ -218,6 +226,10 @@ class ItemClock:
         return [*self._state.history, *self._state.promises.values()]
 
     @property
+    def last_event_at(self) -> datetime | None:
+        return self._log[-1].at if self._log else None
+
+    @property
     def paused(self) -> bool:
         return self._state.paused_since is not None
 
@@ -242,8 +254,7 @@ class ItemClock:
         if in_order:
             self._log.append(entry)
             out: list[tuple[GapData, str]] = []
-            self._advance(entry.at, out)
-            self._apply_one(entry, out)
+            self._step(entry, out)
             return self._emit(out)
         bisect.insort(self._log, entry, key=_Entry.key)
         return self._refold()
@@ -267,6 +278,43 @@ class ItemClock:
         times += [p.next_at_risk_at for p in candidates if p.next_at_risk_at is not None]
         return min(times) if times else None
 
+    # --- persistence -----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Compact form for a state store: the event log, the clock and the emitted ids."""
+        state = self._state
+        return orjson.dumps(
+            {
+                "log": [
+                    [e.event_id, _TYPE_OF_DATA[type(e.data)], e.data.model_dump(mode="json")]
+                    for e in self._log
+                ],
+                "clock": state.clock.isoformat() if state.clock else None,
+                "emitted": [
+                    [i, o.value, k.value, c, r] for i, (o, k, c, r) in self._emitted.items()
+                ],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, item_id: str, config: ClockConfig, raw: bytes) -> ItemClock:
+        """Rebuild a clock saved by `to_bytes`: the state is re-folded from the log."""
+        saved = orjson.loads(raw)
+        clock = cls(item_id, config)
+        for event_id, event_type, body in saved["log"]:
+            data = _DATA_OF_TYPE[event_type].model_validate(body)
+            clock._log.append(_Entry(data.occurred_at, _RANK[type(data)], event_id, data))
+        clock._emitted = {
+            i: (Outcome(o), PromiseKind(k), c, r) for i, o, k, c, r in saved["emitted"]
+        }
+        out: list[tuple[GapData, str]] = []
+        for entry in clock._log:
+            clock._step(entry, out)
+        if saved["clock"] is not None:
+            clock._advance(datetime.fromisoformat(saved["clock"]), out)
+        # Whatever the re-fold produced was emitted before the save; only ids are needed.
+        return clock
+
     # --- folding ---------------------------------------------------------------------------
 
     def _refold(self) -> list[GapEvent]:
@@ -274,11 +322,17 @@ class ItemClock:
         self._state = _State()
         out: list[tuple[GapData, str]] = []
         for entry in self._log:
-            self._advance(entry.at, out)
-            self._apply_one(entry, out)
+            self._step(entry, out)
         if clock is not None:
             self._advance(clock, out)
         return self._emit(out)
+
+    def _step(self, entry: _Entry, out: list[tuple[GapData, str]]) -> None:
+        # Timers due up to the event fire first; after it, anything the event made due at once
+        # (an at-risk level passed while paused, say) fires at the event's time.
+        self._advance(entry.at, out)
+        self._apply_one(entry, out)
+        self._advance(entry.at, out)
 
     def _emit(self, out: list[tuple[GapData, str]]) -> list[GapEvent]:
         events = []
@@ -297,8 +351,6 @@ class ItemClock:
 
     def _advance(self, now: datetime, out: list[tuple[GapData, str]]) -> None:
         state = self._state
-        if state.clock is None or now > state.clock:
-            state.clock = now
         paused = state.paused_since is not None
         for promise in list(state.promises.values()):
             if promise.status is not Status.OPEN or (paused and promise.pausable):
@@ -328,6 +380,9 @@ class ItemClock:
                 data = self._gap(promise, Outcome.BREACHED, promise.due_at, None)
                 promise.breach_id = make_gap_event(data).id
                 out.append((data, ""))
+        # Moved last: at-risk levels rescheduled above may fall between the old clock and now.
+        if state.clock is None or now > state.clock:
+            state.clock = now
 
     # --- one event -------------------------------------------------------------------------
 
@@ -373,7 +428,12 @@ class ItemClock:
             self._deliver(PromiseKind.ARRIVAL, at, event_id, out)
         elif isinstance(data, JobCompleted):
             self._deliver(PromiseKind.ARRIVAL, at, event_id, out)
+            before = len(out)
             self._deliver(PromiseKind.COMPLETION, at, event_id, out)
+            if len(out) > before:  # the completion outcome carries first-time-fix facts
+                gap, extra = out[before]
+                fix = {"fixed": data.fixed, "revisit": data.revisit_of is not None}
+                out[before] = (gap.model_copy(update=fix), extra)
         # JobDispatched carries nothing the clocks need; it stays in the log for completeness.
 
     def _open(
@@ -519,7 +579,10 @@ class ItemClock:
             promise.next_at_risk_at = None
             return
         fraction = promise.at_risk[promise.at_risk_fired]
-        promise.next_at_risk_at = cal.add_business_seconds(promise.started_at, fraction * total)
+        at = cal.add_business_seconds(promise.started_at, fraction * total)
+        # A level that a pause or re-promise moved into the past is reached now, not back then.
+        now = self._state.clock
+        promise.next_at_risk_at = at if now is None or at >= now else now
 
     def _status(self, status: str, at: datetime) -> None:
         state = self._state

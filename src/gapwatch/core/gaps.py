@@ -106,6 +106,10 @@ class GapData(EventData):
         "grace period showed the earlier outcome was wrong).",
     )
     feedback: FeedbackJoin | None = None
+    fixed: bool | None = Field(
+        default=None, description="Job completions: was it fixed on this visit (first-time fix)."
+    )
+    revisit: bool | None = Field(default=None, description="Job completions: a repeat visit.")
 
     @property
     def subject_id(self) -> str:

@@ -1,0 +1,106 @@
+"""Prometheus metrics of the scorer, created once per registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gapwatch.core.gaps import Outcome
+
+# Gap histogram buckets, seconds: early by up to a day ... late by up to a day.
+GAP_BUCKETS = (
+    -86400,
+    -14400,
+    -3600,
+    -900,
+    -300,
+    -60,
+    0,
+    60,
+    300,
+    900,
+    3600,
+    14400,
+    86400,
+)
+DURATION_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800)
+
+
+class ScorerMetrics:
+    """Counters and histograms PromQL can sum across workers, window gauges, pipeline health."""
+
+    def __init__(self, registry: CollectorRegistry, segment_labels: tuple[str, ...]) -> None:
+        labels = [*segment_labels, "kind"]
+        self.segment_labels = segment_labels
+        self.outcomes = Counter(
+            "gapwatch_promise_outcomes_total",
+            "Promise outcomes (met, breached, at_risk, delivered_late, cancelled) by segment.",
+            [*labels, "outcome"],
+            registry=registry,
+        )
+        self.gap_seconds = Histogram(
+            "gapwatch_promise_gap_seconds",
+            "Delivered minus promised time of delivered promises (negative = early).",
+            labels,
+            buckets=GAP_BUCKETS,
+            registry=registry,
+        )
+        self.promised_seconds = Histogram(
+            "gapwatch_promise_promised_seconds",
+            "Promised response time (due minus start) of promises that came due or were met.",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.delivered_seconds = Histogram(
+            "gapwatch_promise_delivered_seconds",
+            "Delivered response time (delivery minus start).",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.window = Gauge(
+            "gapwatch_window_value",
+            "Rolling window figures per segment, kind and window (figure: attainment, gap_p90...).",
+            [*labels, "window", "figure"],
+            registry=registry,
+        )
+        self.open = Gauge(
+            "gapwatch_open_promises",
+            "Promises open right now, by state (open, at_risk, overdue).",
+            [*labels, "state"],
+            registry=registry,
+        )
+        self.events = Counter(
+            "gapwatch_scorer_events_total",
+            "Input events processed, by stream.",
+            ["stream"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "gapwatch_scorer_dead_letters_total",
+            "Input events sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.gap_events = Counter(
+            "gapwatch_scorer_gap_events_total",
+            "Gap events produced, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "gapwatch_scorer_processing_seconds",
+            "Time from an input event's append to Kafka until its gap events were acknowledged.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "gapwatch_scorer_consumer_lag",
+            "Records behind the end of the input topics, summed over assigned partitions.",
+            registry=registry,
+        )
+        self.items = Gauge(
+            "gapwatch_scorer_items", "Items held in memory by this worker.", registry=registry
+        )
+        for outcome in Outcome:
+            self.gap_events.labels(outcome.value)

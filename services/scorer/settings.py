@@ -1,0 +1,51 @@
+"""Scorer settings, from GAPWATCH_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from gapwatch.kafka.settings import KafkaSettings
+
+
+class ScorerSettings(KafkaSettings):
+    """Everything the scorer reads from its environment, each with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="GAPWATCH_", extra="ignore", frozen=True)
+
+    scorer_app_id: str = Field(
+        default="gapwatch-scorer",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Consumer group and faust app id; workers with the same id share the work.",
+    )
+    scorer_host: str = Field(default="127.0.0.1", description="Address of the metrics server.")
+    scorer_port: int = Field(default=8082, ge=1, le=65535, description="Metrics/health port.")
+    scorer_data_dir: Path = Field(
+        default=Path(".run/scorer"), description="Where the RocksDB state stores live."
+    )
+    scorer_policies_file: Path = Field(
+        default=Path("deploy/config/policies.yaml"), description="SLA policies and calendars."
+    )
+    scorer_segment_labels: str = Field(
+        default="team,region,priority", description="Comma-separated labels that form a segment."
+    )
+    scorer_segment_cap: int = Field(
+        default=500, ge=1, le=100_000, description="Most segments; the rest count as `other`."
+    )
+    scorer_grace_seconds: float = Field(
+        default=3600.0, ge=0, description="How late an event may be before it is dead-lettered."
+    )
+    scorer_tick_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often wall-clock timers are checked."
+    )
+    scorer_snapshot_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="How often window snapshots are published."
+    )
+    scorer_batch_events: int = Field(
+        default=500, ge=1, le=100_000, description="Most input events handled as one batch."
+    )
+
+    def segment_labels(self) -> tuple[str, ...]:
+        return tuple(label.strip() for label in self.scorer_segment_labels.split(",") if label)

@@ -1,0 +1,263 @@
+"""The scoring engine: every item's promise clock, timers, rolling windows and open-promise gauges.
+
+One `Scoring` instance owns a set of items (the scorer runs one per partition set; replay runs one
+over a whole file). It is pure and single-threaded; the services feed it events and clock ticks.
+
+Time rule (the README has it too):
+
+- The *watermark* is the largest event time seen. An event whose time is more than
+  `grace_seconds` before the watermark is refused (`LateEvent`, dead-lettered by the scorer with
+  reason `too_late`); any later event is applied at its own event time, and corrects results.
+- `tick(now)` fires every timer due at or before `now`: breaches at their due times, at-risk
+  levels at theirs. Replay ticks with the watermark after each event; the live scorer also ticks
+  with the wall clock, so an idle partition still breaches on time. Both emit the same gap events
+  (same ids) for the same input, because outcomes carry their own event times and ids.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from gapwatch.core.catalog import AnyInputEvent
+from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, Status
+from gapwatch.core.gaps import GapData, GapEvent
+from gapwatch.core.promises import PromiseKind
+from gapwatch.core.validation import EventRejected, decode_event
+from gapwatch.core.windows import RollingWindows, SegmentKeyer, WindowFigures
+
+DEFAULT_SEGMENT_LABELS = ("team", "region", "priority")
+
+
+class LateEvent(Exception):
+    """An event older than the grace period allows; it can never be applied."""
+
+    retriable = False
+    reason = "too_late"
+
+    def __init__(self, event_id: str, lateness: timedelta, grace: timedelta) -> None:
+        super().__init__(
+            f"event {event_id!r} is {lateness.total_seconds():.0f}s behind the watermark; "
+            f"the grace period is {grace.total_seconds():.0f}s"
+        )
+
+
+def observe_gap(windows: RollingWindows, gap: GapData) -> None:
+    """Count one gap event in the windows; a job completion also counts for first-time fix."""
+    windows.observe(gap)
+    if gap.fixed is not None and gap.corrects is None:
+        windows.observe_job_completion(gap.segment, gap.outcome_at, gap.fixed, bool(gap.revisit))
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    clock: ClockConfig
+    segment_labels: tuple[str, ...] = DEFAULT_SEGMENT_LABELS
+    segment_cap: int = 500
+    grace_seconds: float = 3600.0
+    closed_retention_seconds: float = 14 * 24 * 3600.0
+
+
+@dataclass(slots=True)
+class OpenCounts:
+    open: int = 0
+    at_risk: int = 0
+    overdue: int = 0
+
+
+@dataclass(slots=True)
+class Snapshot:
+    as_of: datetime
+    windows: list[WindowFigures]
+    open_counts: dict[tuple[tuple[tuple[str, str], ...], PromiseKind], OpenCounts]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "windows": [w.as_dict() for w in self.windows],
+            "open": [
+                {
+                    "segment": dict(segment),
+                    "promise_kind": kind.value,
+                    "open": c.open,
+                    "at_risk": c.at_risk,
+                    "overdue": c.overdue,
+                }
+                for (segment, kind), c in sorted(self.open_counts.items(), key=_open_key)
+            ],
+        }
+
+
+def _open_key(item: tuple[tuple[tuple[tuple[str, str], ...], PromiseKind], OpenCounts]) -> Any:
+    (segment, kind), _ = item
+    return (segment, kind.value)
+
+
+@dataclass
+class Scoring:
+    """Applies input events to item clocks, fires timers, and keeps the rolling windows."""
+
+    config: ScoringConfig
+    items: dict[str, ItemClock] = field(default_factory=dict)
+    watermark: datetime | None = None
+    windows: RollingWindows | None = None
+    keyer: SegmentKeyer | None = None
+    # The live scorer keeps windows in a separate, segment-partitioned stage; replay keeps both.
+    track_windows: bool = True
+    _timers: list[tuple[datetime, str]] = field(default_factory=list)
+    _scheduled: dict[str, datetime] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.keyer is None:
+            self.keyer = SegmentKeyer(self.config.segment_labels, self.config.segment_cap)
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def process(self, event: AnyInputEvent) -> list[GapEvent]:
+        """Apply one validated input event; raises LateEvent or ItemLogFull for dead letters."""
+        at = event.data.occurred_at
+        grace = timedelta(seconds=self.config.grace_seconds)
+        if self.watermark is not None and at < self.watermark - grace:
+            raise LateEvent(event.id, self.watermark - at, grace)
+        clock = self.items.get(event.subject)
+        if clock is None:
+            clock = self.items[event.subject] = ItemClock(event.subject, self.config.clock)
+        out = clock.apply(event)
+        if self.watermark is None or at > self.watermark:
+            self.watermark = at
+        if self.track_windows:
+            windows = self._windows(at)
+            for gap in out:
+                observe_gap(windows, gap.data)
+        self._schedule(clock)
+        return out
+
+    def tick(self, now: datetime) -> list[GapEvent]:
+        """Fire every timer due at or before `now` (breaches, at-risk levels)."""
+        out: list[GapEvent] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, item_id = heapq.heappop(timers)
+            if self._scheduled.get(item_id) != deadline:
+                continue  # superseded by a later schedule
+            del self._scheduled[item_id]
+            clock = self.items.get(item_id)
+            if clock is None:
+                continue
+            fired = clock.advance(now)
+            if fired and self.track_windows:
+                windows = self._windows(now)
+                for gap in fired:
+                    observe_gap(windows, gap.data)
+            out.extend(fired)
+            self._schedule(clock)
+        if self.windows is not None and now > self.windows.watermark:
+            self.windows.advance(now)
+        return out
+
+    def _windows(self, at: datetime) -> RollingWindows:
+        if self.windows is None:
+            assert self.keyer is not None
+            self.windows = RollingWindows(self.keyer, at)
+        return self.windows
+
+    def _schedule(self, clock: ItemClock) -> None:
+        deadline = clock.next_deadline()
+        if deadline is None:
+            self._scheduled.pop(clock.item_id, None)
+            return
+        if self._scheduled.get(clock.item_id) != deadline:
+            self._scheduled[clock.item_id] = deadline
+            heapq.heappush(self._timers, (deadline, clock.item_id))
+
+    # --- output --------------------------------------------------------------------------------
+
+    def open_counts(self) -> dict[tuple[tuple[tuple[str, str], ...], PromiseKind], OpenCounts]:
+        """Open, at-risk and overdue-open promises per (segment, promise kind), right now."""
+        assert self.keyer is not None
+        counts: dict[tuple[tuple[tuple[str, str], ...], PromiseKind], OpenCounts] = {}
+        for clock in self.items.values():
+            if clock.closed or clock.item_kind is None:
+                continue
+            segment = self.keyer.key(clock.segment)
+            for promise in clock.promises:
+                if promise.status is Status.OPEN:
+                    c = counts.setdefault((segment, promise.kind), OpenCounts())
+                    c.open += 1
+                    if promise.at_risk_fired:
+                        c.at_risk += 1
+                elif promise.status is Status.BREACHED:
+                    counts.setdefault((segment, promise.kind), OpenCounts()).overdue += 1
+        return counts
+
+    def snapshot(self, now: datetime) -> Snapshot:
+        windows = self._windows(now)
+        figures = windows.snapshot(max(now, windows.watermark))
+        return Snapshot(now, figures, self.open_counts())
+
+    def evict(self, now: datetime) -> int:
+        """Forget closed items with no event for the retention period; returns how many."""
+        horizon = now - timedelta(seconds=self.config.closed_retention_seconds)
+        stale = [
+            item_id
+            for item_id, clock in self.items.items()
+            if clock.closed and clock.last_event_at is not None and clock.last_event_at < horizon
+        ]
+        for item_id in stale:
+            del self.items[item_id]
+            self._scheduled.pop(item_id, None)
+        return len(stale)
+
+
+@dataclass
+class ReplayResult:
+    gap_events: list[GapEvent]
+    rejected: list[tuple[int, str, str]]  # (line, reason, detail)
+    scoring: Scoring
+
+
+def replay(
+    lines: Iterable[bytes], config: ScoringConfig, until: datetime | None = None
+) -> ReplayResult:
+    """Run the core over JSON Lines of input events, exactly as the live scorer would."""
+    scoring = Scoring(config)
+    gaps: list[GapEvent] = []
+    rejected: list[tuple[int, str, str]] = []
+    for line_no, line in _numbered(lines):
+        try:
+            event = decode_event(line)
+            gaps.extend(scoring.process(event))
+        except EventRejected as exc:
+            rejected.append((line_no, exc.rejection.value, str(exc)))
+            continue
+        except LateEvent as exc:
+            rejected.append((line_no, LateEvent.reason, str(exc)))
+            continue
+        except ItemLogFull as exc:
+            rejected.append((line_no, "item_log_full", str(exc)))
+            continue
+        assert scoring.watermark is not None
+        gaps.extend(scoring.tick(scoring.watermark))
+    if until is not None:
+        gaps.extend(scoring.tick(until))
+    return ReplayResult(gaps, rejected, scoring)
+
+
+def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    for line_no, line in enumerate(lines, start=1):
+        if line.strip():
+            yield line_no, line
+
+
+__all__ = [
+    "LateEvent",
+    "OpenCounts",
+    "ReplayResult",
+    "Scoring",
+    "ScoringConfig",
+    "Snapshot",
+    "replay",
+]

@@ -1,0 +1,142 @@
+"""The scoring engine and replay: timers fire for idle items, late events, determinism."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gapwatch.config import ConfigFileError, load_policies
+from gapwatch.core.clock import ClockConfig
+from gapwatch.core.examples import EXAMPLES
+from gapwatch.core.gaps import Outcome
+from gapwatch.core.promises import PromiseKind
+from gapwatch.core.scoring import LateEvent, Scoring, ScoringConfig, replay
+from gapwatch.core.validation import validate_event
+from gapwatch.simulation import Scenario, Simulator
+
+POLICIES = Path(__file__).resolve().parents[2] / "deploy" / "config" / "policies.yaml"
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def config() -> ScoringConfig:
+    return ScoringConfig(ClockConfig.from_policies(load_policies(POLICIES)), grace_seconds=600)
+
+
+def ticket(item: str, at: datetime, priority: str = "P1", event_id: str | None = None) -> Any:
+    doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.opened.v1"])
+    doc.update(id=event_id or f"open-{item}", subject=item)
+    doc["data"].update(ticket_id=item, opened_at=at.isoformat(), priority=priority, promises=[])
+    doc["data"].pop("sla_policy")
+    return validate_event(doc)
+
+
+def reply(item: str, at: datetime, event_id: str) -> Any:
+    doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.replied.v1"])
+    doc.update(id=event_id, subject=item)
+    doc["data"].update(ticket_id=item, replied_at=at.isoformat())
+    return validate_event(doc)
+
+
+def test_idle_item_breaches_when_time_passes(config: ScoringConfig):
+    scoring = Scoring(config)
+    scoring.process(ticket("T-1", T0))  # P1: first response within 15 minutes, 24x7
+    early = scoring.tick(T0 + timedelta(minutes=14))
+    assert [
+        (e.data.outcome, e.data.at_risk_fraction)
+        for e in early
+        if e.data.promise_kind is PromiseKind.FIRST_RESPONSE
+    ] == [(Outcome.AT_RISK, 0.75), (Outcome.AT_RISK, 0.9)]
+    out = scoring.tick(T0 + timedelta(minutes=15))
+    breaches = [e for e in out if e.data.outcome is Outcome.BREACHED]
+    assert [(e.subject, e.data.promise_kind) for e in breaches] == [
+        ("T-1", PromiseKind.FIRST_RESPONSE)
+    ]
+    assert breaches[0].data.outcome_at == T0 + timedelta(minutes=15)
+    later = scoring.tick(T0 + timedelta(hours=1))
+    assert all(e.data.promise_kind is not PromiseKind.FIRST_RESPONSE for e in later)
+    counts = scoring.open_counts()
+    overdue = sum(
+        c.overdue for (_, kind), c in counts.items() if kind is PromiseKind.FIRST_RESPONSE
+    )
+    assert overdue == 1
+
+
+def test_events_beyond_the_grace_period_are_refused(config: ScoringConfig):
+    scoring = Scoring(config)
+    scoring.process(ticket("T-1", T0 + timedelta(hours=1)))
+    scoring.process(ticket("T-2", T0 + timedelta(minutes=51)))  # 9 minutes late: within grace
+    with pytest.raises(LateEvent, match="grace period is 600s"):
+        scoring.process(ticket("T-3", T0 + timedelta(minutes=49)))
+
+
+def test_windows_count_what_the_clocks_emit(config: ScoringConfig):
+    scoring = Scoring(config)
+    for i in range(4):
+        scoring.process(ticket(f"T-{i}", T0))
+    scoring.process(reply("T-0", T0 + timedelta(minutes=5), "r0"))
+    scoring.process(reply("T-1", T0 + timedelta(minutes=6), "r1"))
+    scoring.tick(T0 + timedelta(minutes=30))
+    snap = scoring.snapshot(T0 + timedelta(minutes=30))
+    first = [
+        w for w in snap.windows if w.promise_kind is PromiseKind.FIRST_RESPONSE and w.window == "1h"
+    ]
+    assert sum(w.met for w in first) == 2 and sum(w.breached for w in first) == 2
+    assert {b for w in first for b in w.latest_breached} == {"T-2", "T-3"}
+
+
+def simulated_lines(minutes: float, seed: int = 3) -> list[bytes]:
+    sim = Simulator(
+        start=T0,
+        items_per_second=0.5,
+        scenario=Scenario.named("team-slip", slip_start_minutes=30, slip_end_minutes=90),
+        seed=seed,
+    )
+    return [orjson.dumps(e) for e in sim.events_until(T0 + timedelta(minutes=minutes))]
+
+
+def test_replay_is_deterministic_and_ids_are_unique(config: ScoringConfig):
+    lines = simulated_lines(180)
+    first = replay(lines, config)
+    second = replay(lines, config)
+    ids = [e.id for e in first.gap_events]
+    assert ids == [e.id for e in second.gap_events]
+    assert len(ids) == len(set(ids)) > 100
+    assert first.rejected == []
+    outcomes = {e.data.outcome for e in first.gap_events}
+    assert {Outcome.MET, Outcome.BREACHED, Outcome.AT_RISK, Outcome.FEEDBACK} <= outcomes
+
+
+def test_team_slip_shows_in_the_slipping_team_only(config: ScoringConfig):
+    result = replay(simulated_lines(180), config)
+    late = {}
+    for event in result.gap_events:
+        data = event.data
+        if data.promise_kind is PromiseKind.FIRST_RESPONSE and data.outcome is Outcome.BREACHED:
+            late[data.segment["team"]] = late.get(data.segment["team"], 0) + 1
+    assert late.get("billing", 0) > 3 * max(late.get("network", 0), late.get("onboarding", 0), 1)
+
+
+def test_replay_reports_bad_lines_and_goes_on(config: ScoringConfig):
+    lines = simulated_lines(20)
+    lines[3:3] = [b"{nope", orjson.dumps({"type": "gapwatch.ticket.opened.v9"})]
+    result = replay(lines, config)
+    assert [(n, r) for n, r, _ in result.rejected] == [
+        (4, "malformed_json"),
+        (5, "unsupported_version"),
+    ]
+    assert len(result.gap_events) > 0
+
+
+def test_bad_policy_file_names_the_field(tmp_path: Path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("version: 1\npolicies:\n  - {name: a, promises: {resolution: {within: soon}}}\n")
+    with pytest.raises(ConfigFileError, match=r"policies\[0\]\.promises\.resolution\.within"):
+        load_policies(bad)
+    with pytest.raises(ConfigFileError, match="cannot read"):
+        load_policies(tmp_path / "missing.yaml")
