@@ -43,6 +43,11 @@ class ScorerSettings(KafkaSettings):
     scorer_snapshot_seconds: float = Field(
         default=10.0, gt=0, le=3600, description="How often window snapshots are published."
     )
+    scorer_wall_clock: bool = Field(
+        default=True,
+        description="Fire due times from the wall clock between events (off: event time only, "
+        "as in replay).",
+    )
     scorer_batch_events: int = Field(
         default=500, ge=1, le=100_000, description="Most input events handled as one batch."
     )

@@ -5,13 +5,16 @@ over a whole file). It is pure and single-threaded; the services feed it events 
 
 Time rule (the README has it too):
 
-- The *watermark* is the largest event time seen. An event whose time is more than
-  `grace_seconds` before the watermark is refused (`LateEvent`, dead-lettered by the scorer with
-  reason `too_late`); any later event is applied at its own event time, and corrects results.
-- `tick(now)` fires every timer due at or before `now`: breaches at their due times, at-risk
-  levels at theirs. Replay ticks with the watermark after each event; the live scorer also ticks
-  with the wall clock, so an idle partition still breaches on time. Both emit the same gap events
-  (same ids) for the same input, because outcomes carry their own event times and ids.
+- Each input stream (tickets, jobs, feedback) has a *watermark*: the largest event time seen on
+  it. An event more than `grace_seconds` behind its stream's watermark is refused (`LateEvent`,
+  dead-lettered by the scorer with reason `too_late`); any later event is applied at its own
+  event time, and corrects results (a met outcome after a published breach says `corrects`).
+- After each event, the timers of its stream's items fire up to that stream's watermark:
+  breaches at their due times, at-risk levels at theirs. Tickets follow the tickets stream and
+  jobs the jobs stream, so a consumer reading one topic ahead of another breaches nothing early;
+  feedback moves no clock. The live scorer also ticks between events with each stream's
+  watermark extrapolated at wall-clock rate, so an idle partition still breaches on time. Replay
+  and the live scorer emit the same gap events (same ids) for the same input.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ from typing import Any
 
 from gapwatch.core.catalog import AnyInputEvent
 from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, Status
+from gapwatch.core.feedback import ItemKind
 from gapwatch.core.gaps import GapData, GapEvent
 from gapwatch.core.promises import PromiseKind
+from gapwatch.core.topics import Stream
 from gapwatch.core.validation import EventRejected, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer, WindowFigures
 
 DEFAULT_SEGMENT_LABELS = ("team", "region", "priority")
+STREAM_ITEM_KIND = {Stream.TICKETS: ItemKind.TICKET, Stream.JOBS: ItemKind.JOB}
 
 
 class LateEvent(Exception):
@@ -107,7 +113,10 @@ class Scoring:
     keyer: SegmentKeyer | None = None
     # The live scorer keeps windows in a separate, segment-partitioned stage; replay keeps both.
     track_windows: bool = True
-    _timers: list[tuple[datetime, str]] = field(default_factory=list)
+    # Event time per stream: tickets' timers follow the tickets stream, jobs' the jobs stream, so
+    # one topic read ahead of another (as a consumer of several topics does) breaches nothing.
+    stream_watermarks: dict[Stream, datetime] = field(default_factory=dict)
+    _timers: dict[ItemKind, list[tuple[datetime, str]]] = field(default_factory=dict)
     _scheduled: dict[str, datetime] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,13 +128,17 @@ class Scoring:
     def process(self, event: AnyInputEvent) -> list[GapEvent]:
         """Apply one validated input event; raises LateEvent or ItemLogFull for dead letters."""
         at = event.data.occurred_at
+        stream = event.stream
         grace = timedelta(seconds=self.config.grace_seconds)
-        if self.watermark is not None and at < self.watermark - grace:
-            raise LateEvent(event.id, self.watermark - at, grace)
+        mark = self.stream_watermarks.get(stream)
+        if mark is not None and at < mark - grace:
+            raise LateEvent(event.id, mark - at, grace)
         clock = self.items.get(event.subject)
         if clock is None:
             clock = self.items[event.subject] = ItemClock(event.subject, self.config.clock)
         out = clock.apply(event)
+        if mark is None or at > mark:
+            self.stream_watermarks[stream] = at
         if self.watermark is None or at > self.watermark:
             self.watermark = at
         if self.track_windows:
@@ -135,10 +148,26 @@ class Scoring:
         self._schedule(clock)
         return out
 
-    def tick(self, now: datetime) -> list[GapEvent]:
-        """Fire every timer due at or before `now` (breaches, at-risk levels)."""
+    def process_and_tick(self, event: AnyInputEvent) -> list[GapEvent]:
+        """Apply an event, then fire the timers its stream's event time has reached."""
+        out = self.process(event)
+        kind = STREAM_ITEM_KIND.get(event.stream)
+        if kind is not None:
+            out.extend(self.tick(self.stream_watermarks[event.stream], kind))
+        return out
+
+    def tick(self, now: datetime, kind: ItemKind | None = None) -> list[GapEvent]:
+        """Fire every timer due at or before `now` (of one item kind, or of all)."""
         out: list[GapEvent] = []
-        timers = self._timers
+        for timer_kind, timers in self._timers.items():
+            if kind is None or timer_kind is kind:
+                out.extend(self._fire(timers, now))
+        if self.windows is not None and now > self.windows.watermark and kind is None:
+            self.windows.advance(now)
+        return out
+
+    def _fire(self, timers: list[tuple[datetime, str]], now: datetime) -> list[GapEvent]:
+        out: list[GapEvent] = []
         while timers and timers[0][0] <= now:
             deadline, item_id = heapq.heappop(timers)
             if self._scheduled.get(item_id) != deadline:
@@ -154,8 +183,6 @@ class Scoring:
                     observe_gap(windows, gap.data)
             out.extend(fired)
             self._schedule(clock)
-        if self.windows is not None and now > self.windows.watermark:
-            self.windows.advance(now)
         return out
 
     def _windows(self, at: datetime) -> RollingWindows:
@@ -169,9 +196,9 @@ class Scoring:
         if deadline is None:
             self._scheduled.pop(clock.item_id, None)
             return
-        if self._scheduled.get(clock.item_id) != deadline:
+        if self._scheduled.get(clock.item_id) != deadline and clock.item_kind is not None:
             self._scheduled[clock.item_id] = deadline
-            heapq.heappush(self._timers, (deadline, clock.item_id))
+            heapq.heappush(self._timers.setdefault(clock.item_kind, []), (deadline, clock.item_id))
 
     # --- output --------------------------------------------------------------------------------
 
@@ -229,7 +256,7 @@ def replay(
     for line_no, line in _numbered(lines):
         try:
             event = decode_event(line)
-            gaps.extend(scoring.process(event))
+            gaps.extend(scoring.process_and_tick(event))
         except EventRejected as exc:
             rejected.append((line_no, exc.rejection.value, str(exc)))
             continue
@@ -239,8 +266,6 @@ def replay(
         except ItemLogFull as exc:
             rejected.append((line_no, "item_log_full", str(exc)))
             continue
-        assert scoring.watermark is not None
-        gaps.extend(scoring.tick(scoring.watermark))
     if until is not None:
         gaps.extend(scoring.tick(until))
     return ReplayResult(gaps, rejected, scoring)

@@ -39,7 +39,8 @@ What each outcome adds (`gap` = delivered - due, wall-clock seconds; business se
 - `met`: met +1; gap (<= 0), promised and delivered seconds go into their sketches.
 - `breached` (emitted at the due time, nothing delivered): breached +1; promised seconds go into
   the promised sketch (the promise came due); the item id goes into the series' bounded list of
-  latest breached items (newest event time first, one entry per item id).
+  latest breached items (`latest_breached_limit`, newest event time first, one entry per item
+  id, the latest breach of it); a window's figures list those whose breach lies in the window.
 - `delivered_late` (a breached promise delivered at last): delivered_late +1; its gap (> 0) and
   delivered seconds go into the sketches; not counted as breached again, and its promised seconds
   are not added again. So the promised sketch holds every promise that came due in the window
@@ -53,27 +54,33 @@ What each outcome adds (`gap` = delivered - due, wall-clock seconds; business se
   met) also takes that breach back: breached -1 and its promised seconds out, in the buckets
   where the breach was counted, and the item leaves the latest breached list if that breach was
   its entry. The breach is found by (item, promise kind, cycle, round), as the clock names it;
-  breaches are remembered for `correction_horizon_seconds` (default 24 h; keep it above the
-  scorer's grace period). A correction that comes before its breach waits for it for as long,
-  and the breach then never counts, so the order of events still does not matter.
+  breaches younger than `correction_horizon_seconds` (default 24 h; keep it above the scorer's
+  grace period) are remembered that long, older ones cannot be taken back. A correction that
+  comes before its breach waits for it as long, and the breach then never counts, so the order
+  of events still does not matter.
 - attainment = met / (met + breached), `None` when both are 0.
 - first-time fix = completions that fixed the job and were not a revisit / completions.
+- pXX = DDSketch's estimate of the value at rank floor(XX/100 * (n - 1)) of the sorted values,
+  within 1 % of it; `None` without values. Inf and NaN durations are left out of the sketches.
 - `observe` does not deduplicate: the caller drops repeated event ids.
 
-Quantiles come from DDSketch (1 % relative accuracy): every bucket keeps the sketch's bins
-sparsely (key -> count, one small dict per bucket) instead of a `DDSketch` object, because a
-`DDSketch` costs ~3 kB even with one value and a filled series has 270 buckets x 3 sketches.
-Each window also keeps a running total of its buckets (added on observe, subtracted on expiry),
-so a snapshot rebuilds one `DDSketch` per figure from the total's bins rather than merging up to
-96 buckets.
+Quantiles come from DDSketch (1 % relative accuracy, logarithmic mapping). A bucket keeps only
+the sketch's non-empty bins, as sorted (bin, count) arrays of ~8 bytes a bin, rather than
+`DDSketch` objects: those cost ~3 kB each even with one value, and a filled series has 270
+buckets x 3 sketches. Each window also keeps a running total of its live buckets (added on
+observe, subtracted on expiry), so a snapshot rebuilds one `DDSketch` per figure from the
+total's bins instead of merging up to 96 buckets.
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from math import isfinite
 from typing import Any, Final, NamedTuple
 
 from ddsketch.ddsketch import BaseDDSketch
@@ -235,7 +242,7 @@ class SegmentKeyer:
 
     @property
     def admitted(self) -> tuple[SegmentKey, ...]:
-        """Admitted segments in admission order (`other` excluded)."""
+        """Admitted segments (`other` excluded)."""
         return tuple(self._admitted.values())
 
     def key(self, segment: Mapping[str, str]) -> SegmentKey:
@@ -272,7 +279,7 @@ class SegmentKeyer:
 
 # --- buckets ----------------------------------------------------------------------------------
 
-# Positions in _Bucket.counts. One flat list per bucket keeps it to two allocations.
+# Positions in the counts list of buckets and totals: one flat list of ints, no object per count.
 _EVENTS = 0
 _MET = 1
 _BREACHED = 2
@@ -297,26 +304,32 @@ _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 _MIN_POSITIVE = _MAPPING.min_possible
 
 
-def _code(value: float, sketch: int) -> int:
-    """One int per (DDSketch bin, sign, sketch): (key * 3 + sign) * 3 + sketch.
+# A bin is one int: (store << 17) | (key + 2**16), store = sketch * 3 + (0 positive values,
+# 1 negative values, 2 zero). DDSketch keys at 1 % stay within +-35,500 for any finite float, and
+# the code fits a 32-bit array slot. Sorted codes group by store, key order within.
+_KEY_BITS = 17
+_KEY_BIAS = 1 << 16
+_KEY_MASK = (1 << _KEY_BITS) - 1
+_N_STORES = 9
 
-    sign is 0 for the positive store, 1 for the negative one, 2 for the zero bin (key 0). Python's
-    floor divmod inverts it for negative keys too, so a bucket needs a single dict of bins.
-    """
+
+def _code(value: float, sketch: int) -> int:
     if value > _MIN_POSITIVE:
-        return (_MAPPING.key(value) * 3) * 3 + sketch
+        return (sketch * 3) << _KEY_BITS | (_MAPPING.key(value) + _KEY_BIAS)
     if value < -_MIN_POSITIVE:
-        return (_MAPPING.key(-value) * 3 + 1) * 3 + sketch
-    return 2 * 3 + sketch
+        return (sketch * 3 + 1) << _KEY_BITS | (_MAPPING.key(-value) + _KEY_BIAS)
+    return (sketch * 3 + 2) << _KEY_BITS | _KEY_BIAS
 
 
 def _codes(gap: float | None, promised: float | None, delivered: float | None) -> tuple[int, ...]:
+    # Durations come from timestamps, so always finite; an inf or NaN from elsewhere has no bin
+    # (DDSketch's mapping would overflow) and is left out of the sketch.
     codes = []
-    if gap is not None:
+    if gap is not None and isfinite(gap):
         codes.append(_code(gap, _SKETCH_GAP))
-    if promised is not None:
+    if promised is not None and isfinite(promised):
         codes.append(_code(promised, _SKETCH_PROMISED))
-    if delivered is not None:
+    if delivered is not None and isfinite(delivered):
         codes.append(_code(delivered, _SKETCH_DELIVERED))
     return tuple(codes)
 
@@ -338,75 +351,140 @@ _FTF_DELTAS: dict[bool, _Deltas] = {
 
 
 class _Bucket:
-    """Integer counts and sparse sketch bins of one time bucket (or of a window's total)."""
+    """Integer counts and DDSketch bins of one time bucket.
 
-    __slots__ = ("bins", "counts")
+    Bins are two parallel arrays sorted by code: ~8 bytes a bin, against ~100 in a dict (an
+    entry plus its int objects). The 24h and 7d buckets of a busy series hold hundreds of bins
+    each, so this is where the memory goes; the extra bisect costs well under a microsecond.
+    """
+
+    __slots__ = ("codes", "counts", "hits")
 
     def __init__(self) -> None:
         self.counts: list[int] = [0] * _N_COUNTS
-        self.bins: dict[int, int] | None = None  # most buckets of breaches / feedback need none
+        self.codes: array[int] | None = None  # most buckets of breaches / feedback need none
+        self.hits: array[int] | None = None
 
     def add(self, deltas: _Deltas, codes: tuple[int, ...]) -> None:
         counts = self.counts
         for index, amount in deltas:
             counts[index] += amount
+        if not codes:
+            return
+        keys, hits = self.codes, self.hits
+        if keys is None or hits is None:
+            keys = self.codes = array("i")
+            hits = self.hits = array("I")
+        for code in codes:
+            i = bisect_left(keys, code)
+            if i < len(keys) and keys[i] == code:
+                hits[i] += 1
+            else:
+                keys.insert(i, code)
+                hits.insert(i, 1)
+
+    def remove(self, deltas: _Deltas, codes: tuple[int, ...]) -> None:
+        """Undo one `add` of the same deltas and codes."""
+        counts = self.counts
+        for index, amount in deltas:
+            counts[index] -= amount
+        keys, hits = self.codes, self.hits
+        if keys is None or hits is None:
+            return
+        for code in codes:
+            i = bisect_left(keys, code)
+            if hits[i] > 1:
+                hits[i] -= 1
+            else:
+                del keys[i], hits[i]
+
+    def is_empty(self) -> bool:
+        return not self.counts[_EVENTS] and not self.codes
+
+    def to_list(self) -> list[Any]:
+        return [list(self.counts), list(self.codes or ()), list(self.hits or ())]
+
+    @classmethod
+    def from_list(cls, data: Sequence[Any]) -> _Bucket:
+        counts, codes, hits = data
+        if len(counts) != _N_COUNTS or len(codes) != len(hits) or list(codes) != sorted(codes):
+            raise WindowStateError("bad_state", "bucket shape does not match this version")
+        bucket = cls()
+        bucket.counts = [int(c) for c in counts]
         if codes:
-            bins = self.bins
-            if bins is None:
-                bins = self.bins = {}
-            for code in codes:
-                bins[code] = bins.get(code, 0) + 1
+            bucket.codes = array("i", codes)
+            bucket.hits = array("I", hits)
+        return bucket
+
+
+class _Total:
+    """Counts and bins of a window's live buckets, kept in step so a snapshot merges nothing.
+
+    Bins are kept per DDSketch store (key -> count), ready to load into a sketch.
+    """
+
+    __slots__ = ("counts", "stores")
+
+    def __init__(self) -> None:
+        self.counts: list[int] = [0] * _N_COUNTS
+        self.stores: list[dict[int, int]] = [{} for _ in range(_N_STORES)]
+
+    def add(self, deltas: _Deltas, codes: tuple[int, ...]) -> None:
+        counts = self.counts
+        for index, amount in deltas:
+            counts[index] += amount
+        for code in codes:
+            store = self.stores[code >> _KEY_BITS]
+            key = (code & _KEY_MASK) - _KEY_BIAS
+            store[key] = store.get(key, 0) + 1
 
     def remove(self, deltas: _Deltas, codes: tuple[int, ...]) -> None:
         counts = self.counts
         for index, amount in deltas:
             counts[index] -= amount
-        bins = self.bins
-        if bins is not None:
-            for code in codes:
-                left = bins[code] - 1
-                if left:
-                    bins[code] = left
-                else:
-                    del bins[code]
+        for code in codes:
+            store = self.stores[code >> _KEY_BITS]
+            key = (code & _KEY_MASK) - _KEY_BIAS
+            self._put(store, key, store[key] - 1)
 
-    def is_empty(self) -> bool:
-        return not self.counts[_EVENTS] and not self.bins
-
-    def merge(self, other: _Bucket, sign: int) -> None:
+    def merge(self, bucket: _Bucket, sign: int) -> None:
         counts = self.counts
-        for index, amount in enumerate(other.counts):
+        for index, amount in enumerate(bucket.counts):
             if amount:
                 counts[index] += sign * amount
-        if other.bins:
-            bins = self.bins
-            if bins is None:
-                bins = self.bins = {}
-            for code, count in other.bins.items():
-                left = bins.get(code, 0) + sign * count
-                if left:
-                    bins[code] = left
-                else:
-                    # Drop emptied bins so totals stay as small as their live buckets.
-                    del bins[code]
+        if bucket.codes is not None and bucket.hits is not None:
+            for code, hits in zip(bucket.codes, bucket.hits, strict=True):
+                store = self.stores[code >> _KEY_BITS]
+                key = (code & _KEY_MASK) - _KEY_BIAS
+                self._put(store, key, store.get(key, 0) + sign * hits)
 
-    def to_list(self) -> list[Any]:
-        bins = self.bins or {}
-        flat: list[int] = []
-        for code in sorted(bins):
-            flat.extend((code, bins[code]))
-        return [list(self.counts), flat]
+    @staticmethod
+    def _put(store: dict[int, int], key: int, count: int) -> None:
+        if count:
+            store[key] = count
+        else:
+            del store[key]  # emptied bins go, so a total is no bigger than its live buckets
 
-    @classmethod
-    def from_list(cls, data: Sequence[Any]) -> _Bucket:
-        counts, flat = data
-        if len(counts) != _N_COUNTS or len(flat) % 2:
-            raise WindowStateError("bad_state", "bucket shape does not match this version")
-        bucket = cls()
-        bucket.counts = [int(c) for c in counts]
-        if flat:
-            bucket.bins = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return bucket
+    def sketch(self, sketch: int) -> BaseDDSketch:
+        positive, negative, zero = self.stores[sketch * 3 : sketch * 3 + 3]
+        return BaseDDSketch(
+            _MAPPING, _dense_store(positive), _dense_store(negative), float(sum(zero.values()))
+        )
+
+
+def _dense_store(bins: Mapping[int, int]) -> DenseStore:
+    store = DenseStore()
+    if bins:
+        # The lowest and highest keys first: the store then sizes itself once instead of growing
+        # and re-centring (in Python) on every new extreme.
+        low, high = min(bins), max(bins)
+        store.add(low, bins[low])
+        if high != low:
+            store.add(high, bins[high])
+        for key, count in bins.items():
+            if key != low and key != high:
+                store.add(key, count)
+    return store
 
 
 class _Series:
@@ -416,7 +494,7 @@ class _Series:
 
     def __init__(self) -> None:
         self.buckets: list[dict[int, _Bucket]] = [{} for _ in _W]
-        self.totals: list[_Bucket] = [_Bucket() for _ in _W]
+        self.totals: list[_Total] = [_Total() for _ in _W]
         self.latest: list[tuple[int, str]] = []  # (event time µs, item id), newest first
 
     def is_empty(self) -> bool:
@@ -502,25 +580,6 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _sketches(bins: Mapping[int, int] | None) -> list[BaseDDSketch]:
-    """The gap, promised and delivered DDSketches of a bucket's bins."""
-    bins = bins or {}
-    stores = [(DenseStore(), DenseStore(), [0]) for _ in range(3)]
-    # Sorted, so each store grows monotonically instead of re-centring on every new extreme.
-    for code in sorted(bins):
-        rest, sketch = divmod(code, 3)
-        key, sign = divmod(rest, 3)
-        positive, negative, zero = stores[sketch]
-        count = bins[code]
-        if sign == 0:
-            positive.add(key, count)
-        elif sign == 1:
-            negative.add(key, count)
-        else:
-            zero[0] += count
-    return [BaseDDSketch(_MAPPING, pos, neg, float(zero[0])) for pos, neg, zero in stores]
-
-
 def _quantile(sketch: BaseDDSketch, q: float) -> float | None:
     value = sketch.get_quantile_value(q)
     return None if value is None else float(value)
@@ -559,10 +618,11 @@ class RollingWindows:
         self.on_time_tolerance_seconds = float(on_time_tolerance_seconds)
         self.latest_breached_limit = latest_breached_limit
         self.correction_horizon_seconds = float(correction_horizon_seconds)
+        self._horizon_us = round(correction_horizon_seconds * _US)
         self.too_late = 0
         self._series: dict[_SeriesKey, _Series] = {}
         # Counted breaches that a correction may still take back: -> (series, event µs, bin code).
-        self._breaches: dict[_BreachKey, tuple[_SeriesKey, int, int]] = {}
+        self._breaches: dict[_BreachKey, tuple[_SeriesKey, int, tuple[int, ...]]] = {}
         # Corrections seen before their breach: -> event µs of the correcting `met`.
         self._early_corrections: dict[_BreachKey, int] = {}
         self._watermark_us = _micros(_as_utc(watermark, "watermark"))
@@ -600,10 +660,13 @@ class RollingWindows:
             codes = _codes(event.gap_seconds, event.promised_seconds, event.delivered_seconds)
         elif outcome is Outcome.BREACHED:
             breach: _BreachKey = (event.item_id, event.promise_kind, event.cycle, event.round)
-            if self._early_corrections.pop(breach, None) is not None:
+            # Only breaches inside the horizon can be taken back; remembering older ones would
+            # cost memory for corrections the scorer's grace period no longer lets through.
+            correctable = t_us >= self._watermark_us - self._horizon_us
+            if correctable and self._early_corrections.pop(breach, None) is not None:
                 return ObserveResult.COUNTED  # already taken back by the correction
             deltas = _BREACHED_DELTAS
-            codes = (_code(event.promised_seconds, _SKETCH_PROMISED),)
+            codes = _codes(None, event.promised_seconds, None)
         elif outcome is Outcome.DELIVERED_LATE:
             deltas = _DELIVERED_LATE_DELTAS
             codes = _codes(event.gap_seconds, None, event.delivered_seconds)
@@ -638,7 +701,8 @@ class RollingWindows:
         self._add(series, t_us, deltas, codes)
         if outcome is Outcome.BREACHED:
             self._remember_breach(series, t_us, event.item_id)
-            self._breaches[breach] = (key, t_us, codes[0])
+            if correctable:
+                self._breaches[breach] = (key, t_us, codes)
         elif event.corrects is not None and outcome is Outcome.MET:
             self._take_back((event.item_id, event.promise_kind, event.cycle, event.round), t_us)
         return ObserveResult.COUNTED
@@ -681,7 +745,7 @@ class RollingWindows:
         if found is None:
             self._early_corrections[breach] = corrected_at_us
             return
-        key, t_us, code = found
+        key, t_us, codes = found
         series = self._series.get(key)
         if series is None:
             return  # the breach has left every window already
@@ -690,11 +754,11 @@ class RollingWindows:
             bucket = series.buckets[w].get(index)
             if bucket is None:
                 continue  # expired from this (shorter) window
-            bucket.remove(_BREACHED_DELTAS, (code,))
+            bucket.remove(_BREACHED_DELTAS, codes)
             if bucket.is_empty():
                 del series.buckets[w][index]
             if index <= self._current[w]:
-                series.totals[w].remove(_BREACHED_DELTAS, (code,))
+                series.totals[w].remove(_BREACHED_DELTAS, codes)
         if (t_us, breach[0]) in series.latest:
             series.latest.remove((t_us, breach[0]))
         if series.is_empty():
@@ -742,7 +806,7 @@ class RollingWindows:
                 del self._series[key]
 
     def _forget_old_breaches(self) -> None:
-        horizon = self._watermark_us - round(self.correction_horizon_seconds * _US)
+        horizon = self._watermark_us - self._horizon_us
         self._breaches = {k: v for k, v in self._breaches.items() if v[1] >= horizon}
         self._early_corrections = {
             k: t_us for k, t_us in self._early_corrections.items() if t_us >= horizon
@@ -772,12 +836,15 @@ class RollingWindows:
         self.advance(now)
         as_of = self.watermark
         figures: list[WindowFigures] = []
-        for key in sorted(self._series, key=lambda k: (k[0], k[1] or "")):
+        for key in self._sorted_series():
             series = self._series[key]
             for w in _W:
                 if series.totals[w].counts[_EVENTS]:
                     figures.append(self._figures(key, series, w, as_of))
         return figures
+
+    def _sorted_series(self) -> list[_SeriesKey]:
+        return sorted(self._series, key=lambda k: (k[0], k[1] or ""))
 
     def _figures(
         self,
@@ -788,7 +855,7 @@ class RollingWindows:
     ) -> WindowFigures:
         total = series.totals[w]
         c = total.counts
-        gap, promised, delivered = _sketches(total.bins)
+        gap, promised, delivered = (total.sketch(i) for i in range(3))
         first_live = self._current[w] - _N_BUCKETS[w] + 1
         width = _BUCKET_US[w]
         latest = tuple(
@@ -835,7 +902,7 @@ class RollingWindows:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly state; window totals are left out and rebuilt from the buckets."""
         series_out = []
-        for key in sorted(self._series, key=lambda k: (k[0], k[1] or "")):
+        for key in self._sorted_series():
             series = self._series[key]
             series_out.append(
                 {
@@ -863,8 +930,8 @@ class RollingWindows:
             "keyer": self.keyer.to_dict(),
             "series": series_out,
             "breaches": sorted(
-                [item, kind.value, cycle, round_, [v for _, v in key[0]], t_us, code]
-                for (item, kind, cycle, round_), (key, t_us, code) in self._breaches.items()
+                [item, kind.value, cycle, round_, [v for _, v in key[0]], t_us, list(codes)]
+                for (item, kind, cycle, round_), (key, t_us, codes) in self._breaches.items()
             ),
             "early_corrections": sorted(
                 [item, kind.value, cycle, round_, t_us]
@@ -873,8 +940,14 @@ class RollingWindows:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RollingWindows:
-        """Rebuild from `to_dict`; a checkpoint of another layout raises `WindowStateError`."""
+    def from_dict(
+        cls, data: Mapping[str, Any], keyer: SegmentKeyer | None = None
+    ) -> RollingWindows:
+        """Rebuild from `to_dict`; a checkpoint of another layout raises `WindowStateError`.
+
+        Pass `keyer` when several instances share one (e.g. one per partition), restored once;
+        its labels must match the checkpoint's. Without it the checkpoint's own keyer is used.
+        """
         try:
             if (
                 data["version"] != STATE_VERSION
@@ -886,7 +959,15 @@ class RollingWindows:
                     f"checkpoint v{data['version']} with windows {data['windows']} and accuracy "
                     f"{data['relative_accuracy']} does not match this version",
                 )
-            keyer = SegmentKeyer.from_dict(data["keyer"])
+            saved = SegmentKeyer.from_dict(data["keyer"])
+            if keyer is None:
+                keyer = saved
+            elif keyer.labels != saved.labels:
+                raise WindowStateError(
+                    "incompatible_state",
+                    f"checkpoint segment labels {list(saved.labels)} differ from the keyer's "
+                    f"{list(keyer.labels)}",
+                )
             windows = cls(
                 keyer,
                 _EPOCH + int(data["watermark_us"]) * _MICROSECOND,
@@ -904,23 +985,23 @@ class RollingWindows:
                         series.buckets[w][int(index)] = _Bucket.from_list(bucket)
                     windows._rebuild_total(series, w)
                 series.latest = [(int(t_us), str(item)) for t_us, item in entry["latest_breached"]]
-            for item, kind, cycle, round_, values, t_us, code in data["breaches"]:
+            for item, kind, cycle, round_, values, t_us, codes in data["breaches"]:
                 segment = tuple(zip(keyer.labels, values, strict=True))
                 windows._breaches[(item, PromiseKind(kind), cycle, round_)] = (
                     (segment, PromiseKind(kind)),
                     int(t_us),
-                    int(code),
+                    tuple(int(code) for code in codes),
                 )
             for item, kind, cycle, round_, t_us in data["early_corrections"]:
                 windows._early_corrections[(item, PromiseKind(kind), cycle, round_)] = int(t_us)
+        except WindowStateError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, WindowStateError):
-                raise
             raise WindowStateError("bad_state", f"rolling windows state: {exc!r}") from exc
         return windows
 
     def _rebuild_total(self, series: _Series, w: int) -> None:
-        total = series.totals[w] = _Bucket()
+        total = series.totals[w] = _Total()
         low = self._current[w] - _N_BUCKETS[w]
         for index in sorted(series.buckets[w]):
             if low < index <= self._current[w]:

@@ -1,0 +1,422 @@
+"""The scorer's faust app: item clocks per input partition, rolling windows per segment partition.
+
+Two stages, so that aggregates stay right with several workers:
+
+1. `clocks` consumes the co-partitioned input topics (keyed by item id). Each partition has one
+   `Scoring` engine (clocks only); its item clocks are saved in the `items` table (RocksDB,
+   changelogged), written once per item per batch. Gap events go to `gapwatch.gaps.v1`, keyed by
+   item id; bad input goes to the dead-letter topic with the original bytes.
+2. `windows` consumes the gap events re-keyed by segment (a faust repartition topic), so each
+   segment has exactly one owner; it keeps `RollingWindows` per partition, exports Prometheus
+   figures, and publishes window snapshots on `gapwatch.scores.v1`.
+
+Batches: the input stage takes up to `scorer_batch_events` events at a time, produces all their
+gap events with one awaited gather (acks before the offsets can commit: at-least-once, and
+re-emitted gap events keep their ids), then writes each touched item once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaProducer
+from faust.streams import _current_event
+from faust.types import EventT
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gapwatch.config import load_policies
+from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull
+from gapwatch.core.gaps import GapData, GapEvent, Outcome
+from gapwatch.core.scoring import (
+    STREAM_ITEM_KIND,
+    LateEvent,
+    Scoring,
+    ScoringConfig,
+    observe_gap,
+)
+from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
+from gapwatch.core.validation import EventRejected, decode_event
+from gapwatch.core.windows import RollingWindows, SegmentKeyer
+from gapwatch.kafka.clients import reliable_producer
+from gapwatch_scorer.metrics import ScorerMetrics
+from gapwatch_scorer.settings import ScorerSettings
+
+log = logging.getLogger(__name__)
+WINDOW_FIGURES = (
+    "attainment",
+    "met",
+    "breached",
+    "delivered_late",
+    "at_risk",
+    "gap_p50",
+    "gap_p90",
+    "gap_p99",
+    "promised_p50",
+    "promised_p90",
+    "delivered_p50",
+    "delivered_p90",
+    "csat_mean",
+    "nps",
+    "ftf_rate",
+)
+
+
+@contextmanager
+def event_context(event: EventT) -> Iterator[None]:
+    """Make `event` the current event, so a table write goes to its partition's store.
+
+    faust resolves a table's partition from the current event; inside a batch taken with
+    `take_events` that is not the event being written, so it is set explicitly here.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def dead_letter(reason: str, detail: str, event: EventT, service: str = "scorer") -> bytes:
+    message = event.message
+    return orjson.dumps(
+        {
+            "reason": reason,
+            "detail": detail[:2000],
+            "service": service,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "key_b64": base64.b64encode(message.key or b"").decode(),
+            "value_b64": base64.b64encode(message.value or b"").decode(),
+            "at": datetime.now(UTC).isoformat(),
+        }
+    )
+
+
+@dataclass
+class PartitionClocks:
+    """One input partition's engine, and how event time relates to wall time on it."""
+
+    scoring: Scoring
+    wall_at_watermark: dict[Stream, float] = field(default_factory=dict)
+
+    def tick(self) -> list[GapEvent]:
+        # Each stream's event time is extrapolated at wall-clock rate from its last watermark
+        # move, so an idle partition still reaches its due times, and a replay of old data is
+        # not breached by today's clock.
+        out: list[GapEvent] = []
+        wall = time.time()
+        for stream, kind in STREAM_ITEM_KIND.items():
+            mark = self.scoring.stream_watermarks.get(stream)
+            if mark is not None:
+                since = wall - self.wall_at_watermark.get(stream, wall)
+                out.extend(self.scoring.tick(mark + timedelta(seconds=since), kind))
+        return out
+
+
+class ScorerService:
+    """Holds the engines, the output producer and the metrics; the faust agents call into it."""
+
+    def __init__(self, settings: ScorerSettings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        labels = settings.segment_labels()
+        self.config = ScoringConfig(
+            ClockConfig.from_policies(load_policies(settings.scorer_policies_file)),
+            segment_labels=labels,
+            segment_cap=settings.scorer_segment_cap,
+            grace_seconds=settings.scorer_grace_seconds,
+        )
+        self.registry = registry
+        self.metrics = ScorerMetrics(registry, labels)
+        self.clocks: dict[int, PartitionClocks] = {}
+        self.windows: dict[int, RollingWindows] = {}
+        self.keyer = SegmentKeyer(labels, settings.scorer_segment_cap)
+        prefix = settings.topic_prefix
+        self.gaps_topic = topic_name(Stream.GAPS, prefix)
+        self.scores_topic = topic_name(Stream.SCORES, prefix)
+        self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self.producer is None:
+            self.producer = reliable_producer(self.settings, client_id="gapwatch-scorer")
+            await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def produce(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """Send (topic, key, value) records and wait for every acknowledgement."""
+        if not records:
+            return
+        await self.start()
+        assert self.producer is not None
+        acks = [await self.producer.send(t, v, key=k) for t, k, v in records]
+        await asyncio.gather(*acks)
+
+    # --- stage 1: clocks -------------------------------------------------------------------
+
+    def partition(self, number: int) -> PartitionClocks:
+        clocks = self.clocks.get(number)
+        if clocks is None:
+            clocks = self.clocks[number] = PartitionClocks(
+                Scoring(self.config, track_windows=False)
+            )
+        return clocks
+
+    def gap_record(self, gap: GapEvent) -> tuple[str, bytes, bytes]:
+        self.metrics.gap_events.labels(gap.data.outcome.value).inc()
+        return (self.gaps_topic, gap.key, gap.model_dump_json(exclude_none=True).encode())
+
+    async def handle_inputs(self, events: Sequence[EventT], items: faust.Table) -> None:
+        records: list[tuple[str, bytes, bytes]] = []
+        touched: dict[str, tuple[EventT, ItemClock]] = {}
+        for event in events:
+            message = event.message
+            part = self.partition(message.partition)
+            try:
+                decoded = decode_event(message.value or b"")
+            except EventRejected as exc:
+                records.append(self._dead(exc.rejection.value, str(exc), event))
+                continue
+            if message.key is not None and message.key != decoded.key:
+                detail = f"record key {message.key!r} is not the subject {decoded.subject!r}"
+                records.append(self._dead("key_mismatch", detail, event))
+                continue
+            scoring = part.scoring
+            if decoded.subject not in scoring.items:
+                with event_context(event):
+                    saved = items.get(decoded.key)
+                if saved is not None:
+                    clock = ItemClock.from_bytes(decoded.subject, self.config.clock, saved)
+                    scoring.items[decoded.subject] = clock
+            try:
+                gaps = scoring.process_and_tick(decoded)
+            except (LateEvent, ItemLogFull) as exc:
+                reason = LateEvent.reason if isinstance(exc, LateEvent) else "item_log_full"
+                records.append(self._dead(reason, str(exc), event))
+                continue
+            if scoring.stream_watermarks.get(decoded.stream) == decoded.data.occurred_at:
+                part.wall_at_watermark[decoded.stream] = time.time()
+            self.metrics.events.labels(decoded.stream.value).inc()
+            records.extend(self.gap_record(g) for g in gaps)
+            touched[decoded.subject] = (event, scoring.items[decoded.subject])
+        await self.produce(records)
+        now = time.time()
+        for item_id, (event, clock) in touched.items():
+            with event_context(event):
+                items[item_id.encode()] = clock.to_bytes()
+        for event in events:
+            appended = event.message.timestamp
+            if appended:
+                self.metrics.latency.observe(max(0.0, now - appended))
+
+    def _dead(self, reason: str, detail: str, event: EventT) -> tuple[str, bytes, bytes]:
+        self.metrics.dead_letters.labels(reason).inc()
+        log.warning(
+            "dead letter (%s) from %s[%s]@%s: %s",
+            reason,
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+            detail,
+        )
+        return (self.deadletter_topic, event.message.key or b"", dead_letter(reason, detail, event))
+
+    async def tick(self) -> None:
+        self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))
+        if not self.settings.scorer_wall_clock:
+            return
+        records = []
+        for part in list(self.clocks.values()):
+            records.extend(self.gap_record(g) for g in part.tick())
+        await self.produce(records)
+
+    def export_open_counts(self) -> list[tuple[str, bytes, bytes]]:
+        """Open / at-risk / overdue gauges of this worker's items, and their snapshot records."""
+        records = []
+        gauge = self.metrics.open
+        gauge.clear()
+        for number, part in self.clocks.items():
+            for (segment, kind), counts in part.scoring.open_counts().items():
+                values = [v for _, v in segment]
+                for state in ("open", "at_risk", "overdue"):
+                    gauge.labels(*values, kind.value, state).inc(getattr(counts, state))
+                record = {
+                    "kind": "open",
+                    "segment": dict(segment),
+                    "promise_kind": kind.value,
+                    "source_partition": number,
+                    "open": counts.open,
+                    "at_risk": counts.at_risk,
+                    "overdue": counts.overdue,
+                    "as_of": datetime.now(UTC).isoformat(),
+                }
+                records.append((self.scores_topic, _segment_key(segment), orjson.dumps(record)))
+        return records
+
+    # --- stage 2: windows ------------------------------------------------------------------
+
+    def handle_gaps(self, events: Sequence[EventT]) -> None:
+        for event in events:
+            gap = GapEvent.model_validate_json(event.message.value or b"")
+            windows = self.windows.get(event.message.partition)
+            if windows is None:
+                windows = self.windows[event.message.partition] = RollingWindows(
+                    self.keyer, gap.data.outcome_at
+                )
+            observe_gap(windows, gap.data)
+            self._count(gap.data)
+
+    def _count(self, gap: GapData) -> None:
+        if gap.outcome is Outcome.FEEDBACK:
+            return
+        values = [gap.segment.get(label, "none") for label in self.metrics.segment_labels]
+        key = self.keyer.key(gap.segment)
+        values = [v for _, v in key] if key == self.keyer.other else values
+        kind = gap.promise_kind.value
+        m = self.metrics
+        m.outcomes.labels(*values, kind, gap.outcome.value).inc()
+        if gap.gap_seconds is not None and gap.outcome in (Outcome.MET, Outcome.DELIVERED_LATE):
+            m.gap_seconds.labels(*values, kind).observe(gap.gap_seconds)
+        if gap.delivered_seconds is not None:
+            m.delivered_seconds.labels(*values, kind).observe(gap.delivered_seconds)
+        if gap.outcome in (Outcome.MET, Outcome.BREACHED):
+            m.promised_seconds.labels(*values, kind).observe(gap.promised_seconds)
+
+    def snapshot_records(self) -> list[tuple[str, bytes, bytes]]:
+        records = []
+        gauge = self.metrics.window
+        gauge.clear()
+        now = datetime.now(UTC)
+        for windows in self.windows.values():
+            as_of = max(now, windows.watermark) if windows.watermark < now else windows.watermark
+            for figures in windows.snapshot(as_of):
+                if figures.promise_kind is None:
+                    continue
+                values = [
+                    figures.segment.get(label, "none") for label in self.metrics.segment_labels
+                ]
+                for name in WINDOW_FIGURES:
+                    value = getattr(figures, name)
+                    if value is not None:
+                        gauge.labels(*values, figures.promise_kind.value, figures.window, name).set(
+                            value
+                        )
+                record = {"kind": "window", **figures.as_dict()}
+                key = _segment_key(tuple(sorted(figures.segment.items())))
+                records.append((self.scores_topic, key, orjson.dumps(record)))
+        return records
+
+
+def _segment_key(segment: tuple[tuple[str, str], ...]) -> bytes:
+    return "|".join(f"{k}={v}" for k, v in segment).encode()
+
+
+def faust_credentials(settings: ScorerSettings) -> Any:
+    from gapwatch.kafka.clients import connection_options
+
+    options = connection_options(settings)
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=options["ssl_context"],
+        )
+    if options["ssl_context"] is not None:
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
+def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = None) -> faust.App:
+    """Build the faust app (nothing runs until a worker starts it)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    service = ScorerService(settings, registry)
+    prefix = settings.topic_prefix
+    app = faust.App(
+        settings.scorer_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
+        broker_credentials=faust_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.scorer_data_dir),
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        web_enabled=True,
+        web_bind=settings.scorer_host,
+        web_host=settings.scorer_host,
+        web_port=settings.scorer_port,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+        topic_disable_leader=True,
+    )
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    inputs = app.topic(*(topic_name(s, prefix) for s in INPUT_STREAMS), **raw)
+    gaps = app.topic(topic_name(Stream.GAPS, prefix), **raw)
+    items = app.Table(
+        "items",
+        schema=faust.Schema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
+        partitions=settings.kafka_partitions,
+    )
+    batch = settings.scorer_batch_events
+
+    @app.agent(inputs)
+    async def clocks(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(batch, within=0.05):
+            await service.handle_inputs(events, items)
+
+    def by_segment(value: bytes) -> bytes:
+        segment = orjson.loads(value)["data"]["segment"]
+        return _segment_key(service.keyer.key(segment))
+
+    @app.agent(gaps)
+    async def windows(stream: faust.StreamT[bytes]) -> None:
+        regrouped = stream.group_by(by_segment, name="gaps-by-segment")
+        async for events in regrouped.take_events(batch, within=0.05):
+            service.handle_gaps(events)
+
+    @app.timer(interval=settings.scorer_tick_seconds)
+    async def tick() -> None:
+        await service.tick()
+
+    @app.timer(interval=settings.scorer_snapshot_seconds)
+    async def snapshot() -> None:
+        await service.produce(service.snapshot_records() + service.export_open_counts())
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.on_after_configured.connect
+    def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - faust signal
+        log.info("scorer configured: %s", settings.scorer_app_id)
+
+    app.gapwatch_service = service  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,98 @@
+"""Helpers for scorer tests: start workers, feed a stream, read a topic to the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import orjson
+from aiokafka.partitioner import murmur2
+
+from gapwatch.kafka.settings import KafkaSettings
+from tests.integration.conftest import free_port
+
+
+@dataclass
+class ScorerProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=10).text
+
+
+def start_scorer(kafka: KafkaSettings, work: Path, name: str, **env: str) -> ScorerProcess:
+    port = free_port()
+    log_path = work / f"scorer-{name}.log"
+    environment = {
+        **os.environ,
+        "GAPWATCH_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
+        "GAPWATCH_TOPIC_PREFIX": kafka.topic_prefix,
+        "GAPWATCH_KAFKA_PARTITIONS": str(kafka.kafka_partitions),
+        "GAPWATCH_SCORER_APP_ID": f"{kafka.topic_prefix}scorer",
+        "GAPWATCH_SCORER_PORT": str(port),
+        "GAPWATCH_SCORER_DATA_DIR": str(work / f"state-{name}"),
+        "GAPWATCH_SCORER_SNAPSHOT_SECONDS": "1",
+        **env,
+    }
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gapwatch_scorer"], env=environment, stdout=log, stderr=log
+        )
+    scorer = ScorerProcess(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"scorer exited with {process.returncode}:\n{scorer.log()[-4000:]}")
+        if "Worker ready" in scorer.log():
+            return scorer
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"scorer not ready within 90s:\n{scorer.log()[-4000:]}")
+
+
+def flush_events(at: datetime, partitions: int, tag: str) -> list[bytes]:
+    """One ticket per partition at `at`, so every partition's watermark reaches the same time."""
+    from gapwatch.core.examples import EXAMPLES
+
+    events = []
+    wanted = set(range(partitions))
+    n = 0
+    while wanted:
+        item = f"FLUSH-{tag}-{n}"
+        n += 1
+        partition = (murmur2(item.encode()) & 0x7FFFFFFF) % partitions
+        if partition not in wanted:
+            continue
+        wanted.discard(partition)
+        doc = orjson.loads(orjson.dumps(EXAMPLES["gapwatch.ticket.closed.v1"]))
+        doc.update(id=f"flush-{item}", subject=item, time=at.isoformat())
+        doc["data"].update(ticket_id=item, closed_at=at.isoformat())
+        events.append(orjson.dumps(doc))
+    return events
+
+
+def bulk_load(kafka: KafkaSettings, path: Path) -> None:
+    env = {
+        **os.environ,
+        "GAPWATCH_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
+        "GAPWATCH_TOPIC_PREFIX": kafka.topic_prefix,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "gapwatch", "ingest", str(path), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
