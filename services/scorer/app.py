@@ -31,6 +31,7 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
@@ -111,16 +112,23 @@ class PartitionClocks:
     wall_at_watermark: dict[Stream, float] = field(default_factory=dict)
 
     def tick(self) -> list[GapEvent]:
-        # Each stream's event time is extrapolated at wall-clock rate from its last watermark
-        # move, so an idle partition still reaches its due times, and a replay of old data is
-        # not breached by today's clock.
+        # A stream whose event time is within the grace period of the wall clock is live: its
+        # timers follow the wall clock, so a breach fires at its due time even when events
+        # arrive a little delayed and the partition then goes idle. A stream further behind is a
+        # backfill: its event time is extrapolated at wall-clock rate from its last move, so old
+        # data is not breached by today's clock.
         out: list[GapEvent] = []
         wall = time.time()
+        now = datetime.fromtimestamp(wall, UTC)
+        grace = timedelta(seconds=self.scoring.config.grace_seconds)
         for stream, kind in STREAM_ITEM_KIND.items():
             mark = self.scoring.stream_watermarks.get(stream)
-            if mark is not None:
-                since = wall - self.wall_at_watermark.get(stream, wall)
-                out.extend(self.scoring.tick(mark + timedelta(seconds=since), kind))
+            if mark is None:
+                continue
+            since = wall - self.wall_at_watermark.get(stream, wall)
+            extrapolated = mark + timedelta(seconds=since)
+            live = now - extrapolated <= grace
+            out.extend(self.scoring.tick(max(now, extrapolated) if live else extrapolated, kind))
         return out
 
 
@@ -146,6 +154,7 @@ class ScorerService:
         self.scores_topic = topic_name(Stream.SCORES, prefix)
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
+        self.loaded: set[int] = set()
 
     async def start(self) -> None:
         if self.producer is None:
@@ -198,10 +207,9 @@ class ScorerService:
             scoring = part.scoring
             if decoded.subject not in scoring.items:
                 with event_context(event):
-                    saved = items.get(decoded.key)
+                    saved = items.get(decoded.subject)
                 if saved is not None:
-                    clock = ItemClock.from_bytes(decoded.subject, self.config.clock, saved)
-                    scoring.items[decoded.subject] = clock
+                    scoring.adopt(ItemClock.from_bytes(decoded.subject, self.config.clock, saved))
             try:
                 gaps = scoring.process_and_tick(decoded)
             except (LateEvent, ItemLogFull) as exc:
@@ -217,7 +225,7 @@ class ScorerService:
         now = time.time()
         for item_id, (event, clock) in touched.items():
             with event_context(event):
-                items[item_id.encode()] = clock.to_bytes()
+                items[item_id] = clock.to_dict()
         for event in events:
             appended = event.message.timestamp
             if appended:
@@ -234,6 +242,36 @@ class ScorerService:
             detail,
         )
         return (self.deadletter_topic, event.message.key or b"", dead_letter(reason, detail, event))
+
+    def load_assigned(self, assigned: set[int], items: faust.Table) -> None:
+        """Hold exactly the assigned partitions; restore every saved item of a new one.
+
+        Restored clocks bring their timers back, so an item that gets no further event still
+        breaches on time after a restart or a rebalance.
+        """
+        for number in self.loaded - assigned:
+            self.clocks.pop(number, None)
+        new = assigned - self.loaded
+        if new:
+            started = time.monotonic()
+            partitions = self.settings.kafka_partitions
+            restored = 0
+            for item_id, value in items.items():
+                number = (murmur2(item_id.encode()) & 0x7FFFFFFF) % partitions
+                if number not in new or value is None:
+                    continue
+                scoring = self.partition(number).scoring
+                if item_id in scoring.items:
+                    continue  # an event already brought it in; that copy is newer
+                scoring.adopt(ItemClock.from_bytes(item_id, self.config.clock, value))
+                restored += 1
+            log.info(
+                "restored %d items of partitions %s in %.1fs",
+                restored,
+                sorted(new),
+                time.monotonic() - started,
+            )
+        self.loaded = set(assigned)
 
     async def tick(self) -> None:
         self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))
@@ -361,6 +399,9 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
+        # A worker killed with -9 holds its partitions until the session expires.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         table_standby_replicas=0,
@@ -374,13 +415,8 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     }
     inputs = app.topic(*(topic_name(s, prefix) for s in INPUT_STREAMS), **raw)
     gaps = app.topic(topic_name(Stream.GAPS, prefix), **raw)
-    items = app.Table(
-        "items",
-        schema=faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
-        partitions=settings.kafka_partitions,
-    )
+    # Keys are item ids, values the clocks' saved form (JSON, faust's default codec).
+    items = app.Table("items", key_type=str, partitions=settings.kafka_partitions)
     batch = settings.scorer_batch_events
 
     @app.agent(inputs)
@@ -398,8 +434,15 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         async for events in regrouped.take_events(batch, within=0.05):
             service.handle_gaps(events)
 
+    tickets_topic = topic_name(Stream.TICKETS, prefix)
+
     @app.timer(interval=settings.scorer_tick_seconds)
     async def tick() -> None:
+        assigned = {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == tickets_topic
+        }
+        if assigned != service.loaded:
+            service.load_assigned(assigned, items)
         await service.tick()
 
     @app.timer(interval=settings.scorer_snapshot_seconds)

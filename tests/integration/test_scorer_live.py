@@ -197,7 +197,7 @@ async def test_two_workers_give_the_same_figures_as_replay(kafka: KafkaSettings,
 
 
 async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: Path):
-    path, lines = stream_file(kafka, tmp_path, seed=13)
+    _, lines = stream_file(kafka, tmp_path, seed=13)
     want = expected(lines)
     half = len(lines) // 2
     first_half, second_half = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
@@ -225,7 +225,15 @@ async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: P
         replayed = {e.id: e.model_dump(mode="json", exclude_none=True) for e in want.gap_events}
         assert set(live) == set(replayed), (
             len(set(replayed) - set(live)),
-            len(set(live) - set(replayed)),
+            Counter(
+                (
+                    live[i]["data"]["outcome"],
+                    live[i]["data"]["promise_kind"],
+                    "corrects" in live[i]["data"],
+                    live[i]["data"]["item_id"][:6],
+                )
+                for i in set(live) - set(replayed)
+            ),
         )
         assert all(live[i] == replayed[i] for i in replayed)
     finally:

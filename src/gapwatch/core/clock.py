@@ -230,6 +230,14 @@ class ItemClock:
         return self._log[-1].at if self._log else None
 
     @property
+    def last_item_event_at(self) -> datetime | None:
+        """Time of the latest ticket or job event (feedback travels on its own stream)."""
+        for entry in reversed(self._log):
+            if not isinstance(entry.data, FeedbackSubmitted):
+                return entry.at
+        return None
+
+    @property
     def paused(self) -> bool:
         return self._state.paused_since is not None
 
@@ -282,24 +290,27 @@ class ItemClock:
 
     def to_bytes(self) -> bytes:
         """Compact form for a state store: the event log, the clock and the emitted ids."""
+        return orjson.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved form as JSON-ready data (for stores that encode values themselves)."""
         state = self._state
-        return orjson.dumps(
-            {
-                "log": [
-                    [e.event_id, _TYPE_OF_DATA[type(e.data)], e.data.model_dump(mode="json")]
-                    for e in self._log
-                ],
-                "clock": state.clock.isoformat() if state.clock else None,
-                "emitted": [
-                    [i, o.value, k.value, c, r] for i, (o, k, c, r) in self._emitted.items()
-                ],
-            }
-        )
+        return {
+            "log": [
+                [e.event_id, _TYPE_OF_DATA[type(e.data)], e.data.model_dump(mode="json")]
+                for e in self._log
+            ],
+            "clock": state.clock.isoformat() if state.clock else None,
+            "emitted": [[i, o.value, k.value, c, r] for i, (o, k, c, r) in self._emitted.items()],
+        }
 
     @classmethod
-    def from_bytes(cls, item_id: str, config: ClockConfig, raw: bytes) -> ItemClock:
-        """Rebuild a clock saved by `to_bytes`: the state is re-folded from the log."""
-        saved = orjson.loads(raw)
+    def from_bytes(
+        cls, item_id: str, config: ClockConfig, raw: bytes | dict[str, Any]
+    ) -> ItemClock:
+        """Rebuild a clock saved by `to_bytes` (or its decoded JSON): the log is re-folded."""
+        # A state store may hand back the JSON already decoded (faust does after a recovery).
+        saved = raw if isinstance(raw, dict) else orjson.loads(raw)
         clock = cls(item_id, config)
         for event_id, event_type, body in saved["log"]:
             data = _DATA_OF_TYPE[event_type].model_validate(body)

@@ -148,6 +148,21 @@ class Scoring:
         self._schedule(clock)
         return out
 
+    def adopt(self, clock: ItemClock) -> None:
+        """Take over a clock restored from a state store: hold it and schedule its timers."""
+        self.items[clock.item_id] = clock
+        last = clock.last_item_event_at
+        stream = {ItemKind.TICKET: Stream.TICKETS, ItemKind.JOB: Stream.JOBS}.get(
+            clock.item_kind or ItemKind.TICKET
+        )
+        if last is not None and stream is not None:
+            mark = self.stream_watermarks.get(stream)
+            if mark is None or last > mark:
+                self.stream_watermarks[stream] = last
+            if self.watermark is None or last > self.watermark:
+                self.watermark = last
+        self._schedule(clock)
+
     def process_and_tick(self, event: AnyInputEvent) -> list[GapEvent]:
         """Apply an event, then fire the timers its stream's event time has reached."""
         out = self.process(event)
