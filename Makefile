@@ -47,6 +47,7 @@ run: infra  ## the main command: infra, then the ingest service on 127.0.0.1:808
 test: infra  ## everything: lint, types, unit and integration tests against the real infra
 	@$(MAKE) --no-print-directory lint typecheck
 	@$(VENV)/bin/gapwatch schemas --check
+	@bash deploy/local/promtool.sh >/dev/null
 	@$(VENV)/bin/pytest
 
 test-unit: $(STAMP)  ## pure-core and unit tests only (no broker needed)

@@ -457,9 +457,9 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
-    @app.on_after_configured.connect
-    def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - faust signal
-        log.info("scorer configured: %s", settings.scorer_app_id)
+    @app.on_before_shutdown.connect
+    async def _stop_producer(app_: Any, **_: Any) -> None:
+        await service.stop()
 
     app.gapwatch_service = service  # type: ignore[attr-defined]
     return app
