@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help run ingest infra infra-down infra-status topics test test-unit test-integration \
-        lint typecheck schemas bench-ingest clean
+        lint typecheck schemas bench-ingest bench-scorer scorer clean
 
 help:  ## list the commands
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,12 @@ schemas: $(STAMP)  ## regenerate schemas/ from the event models
 
 bench-ingest: infra  ## ingest throughput vs a raw aiokafka producer on the same broker
 	@$(PY) -m bench.ingest
+
+bench-scorer: infra  ## scorer throughput, latency, memory and restart vs a raw consume loop
+	@$(PY) -m bench.scorer
+
+scorer: infra  ## a scorer worker on the local broker (Ctrl-C stops it)
+	@set -a; source .run/infra.env; set +a; exec $(VENV)/bin/gapwatch-scorer
 
 clean:  ## remove the virtualenv and caches (keeps .run data; see `infra.sh reset`)
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

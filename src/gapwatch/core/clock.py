@@ -60,7 +60,7 @@ from gapwatch.core.jobs import (
     JobRescheduled,
     JobScheduled,
 )
-from gapwatch.core.policies import Policy, PolicySet, Target
+from gapwatch.core.policies import Policy, PolicySet, ResolvedPromise, Target
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.tickets import (
     TicketClosed,
@@ -126,6 +126,8 @@ class ClockConfig:
     reply_visibilities: frozenset[str]
     log_limit: int = 512
 
+    resolved: dict[str, dict[PromiseKind, ResolvedPromise]] = field(default_factory=dict)
+
     @classmethod
     def from_policies(cls, policies: PolicySet, log_limit: int = 512) -> ClockConfig:
         replies = policies.defaults.replies
@@ -135,7 +137,15 @@ class ClockConfig:
             reply_authors=frozenset(replies.authors),
             reply_visibilities=frozenset(replies.visibilities),
             log_limit=log_limit,
+            # Resolved once: every opened item would otherwise rebuild its policy's promises.
+            resolved={p.name: {r.kind: r for r in policies.resolve(p)} for p in policies.policies},
         )
+
+    def rules(self, policy: Policy) -> dict[PromiseKind, ResolvedPromise]:
+        rules = self.resolved.get(policy.name)
+        if rules is None:
+            rules = {r.kind: r for r in self.policies.resolve(policy)}
+        return rules
 
 
 @dataclass(slots=True)
@@ -169,9 +179,17 @@ class _Entry:
     rank: int
     event_id: str
     data: Any
+    saved: list[Any] | None = None
 
     def key(self) -> tuple[datetime, int, str]:
         return (self.at, self.rank, self.event_id)
+
+    def saved_form(self) -> list[Any]:
+        # An item is saved after every batch that touches it; dump each event only once.
+        if self.saved is None:
+            data = self.data
+            self.saved = [self.event_id, _TYPE_OF_DATA[type(data)], data.model_dump(mode="json")]
+        return self.saved
 
 
 @dataclass(slots=True)
@@ -296,10 +314,7 @@ class ItemClock:
         """The saved form as JSON-ready data (for stores that encode values themselves)."""
         state = self._state
         return {
-            "log": [
-                [e.event_id, _TYPE_OF_DATA[type(e.data)], e.data.model_dump(mode="json")]
-                for e in self._log
-            ],
+            "log": [e.saved_form() for e in self._log],
             "clock": state.clock.isoformat() if state.clock else None,
             "emitted": [[i, o.value, k.value, c, r] for i, (o, k, c, r) in self._emitted.items()],
         }
@@ -314,7 +329,15 @@ class ItemClock:
         clock = cls(item_id, config)
         for event_id, event_type, body in saved["log"]:
             data = _DATA_OF_TYPE[event_type].model_validate(body)
-            clock._log.append(_Entry(data.occurred_at, _RANK[type(data)], event_id, data))
+            clock._log.append(
+                _Entry(
+                    data.occurred_at,
+                    _RANK[type(data)],
+                    event_id,
+                    data,
+                    [event_id, event_type, body],
+                )
+            )
         clock._emitted = {
             i: (Outcome(o), PromiseKind(k), c, r) for i, o, k, c, r in saved["emitted"]
         }
@@ -493,7 +516,7 @@ class ItemClock:
             )
             self._start_explicit(kind, at, due, window, event_id)
         if policy is not None:
-            rules = {r.kind: r for r in policies.resolve(policy)}
+            rules = self._config.rules(policy)
             for kind in kinds:
                 if kind in rules and kind not in explicit:
                     start = data.window.start if isinstance(data, JobScheduled) else at
@@ -632,7 +655,7 @@ class ItemClock:
             current is not None and current.status is Status.OPEN
         ):
             return  # an answer is already owed; a follow-up does not start another clock
-        rules = {r.kind: r for r in config.policies.resolve(state.policy)}
+        rules = config.rules(state.policy)
         rule = rules.get(PromiseKind.NEXT_RESPONSE)
         if rule is not None:
             self._start_policy(
@@ -665,7 +688,7 @@ class ItemClock:
         state.rounds.pop(PromiseKind.RESOLUTION, None)
         if state.policy is None:
             return
-        rules = {r.kind: r for r in self._config.policies.resolve(state.policy)}
+        rules = self._config.rules(state.policy)
         rule = rules.get(PromiseKind.RESOLUTION)
         if rule is not None:
             self._start_policy(
