@@ -155,6 +155,8 @@ class ScorerService:
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
         self.loaded: set[int] = set()
+        # Next offset to process per input topic-partition, for the consumer-lag gauge.
+        self.positions: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
         if self.producer is None:
@@ -194,6 +196,7 @@ class ScorerService:
         touched: dict[str, tuple[EventT, ItemClock]] = {}
         for event in events:
             message = event.message
+            self.positions[message.topic, message.partition] = message.offset + 1
             part = self.partition(message.partition)
             try:
                 decoded = decode_event(message.value or b"")
@@ -435,15 +438,23 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
             service.handle_gaps(events)
 
     tickets_topic = topic_name(Stream.TICKETS, prefix)
+    input_topics = {topic_name(s, prefix) for s in INPUT_STREAMS}
 
     @app.timer(interval=settings.scorer_tick_seconds)
     async def tick() -> None:
-        assigned = {
-            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == tickets_topic
-        }
+        actives = app.assignor.assigned_actives()
+        assigned = {tp.partition for tp in actives if tp.topic == tickets_topic}
         if assigned != service.loaded:
             service.load_assigned(assigned, items)
         await service.tick()
+        lag = 0
+        for tp in actives:
+            position = service.positions.get((tp.topic, tp.partition))
+            if tp.topic in input_topics and position is not None:
+                highwater = app.consumer.highwater(tp)
+                if highwater is not None and highwater >= 0:
+                    lag += max(0, highwater - position)
+        service.metrics.lag.set(lag)
 
     @app.timer(interval=settings.scorer_snapshot_seconds)
     async def snapshot() -> None:
