@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,23 +92,45 @@ def start_ingest(kafka: KafkaSettings, log_dir: Path, **env: str) -> IngestProce
         "GAPWATCH_INGEST_TOKENS": TOKEN,
         **env,
     }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gapwatch_ingest"], env=environment, stdout=log, stderr=log
-        )
-    service = IngestProcess(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 60
+    service = IngestProcess(
+        f"http://127.0.0.1:{port}", spawn("gapwatch_ingest", environment, log_path), log_path
+    )
+
+    def ready() -> bool:
+        try:
+            return httpx.get(service.url + "/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until_ready("ingest", service.process, log_path, ready, timeout=60)
+    return service
+
+
+def spawn(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `python -m module` with its output appended to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=log)
+
+
+def wait_until_ready(
+    what: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+) -> None:
+    """Poll `ready` until it holds; fail with the log tail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"ingest exited with {process.returncode}:\n{service.log()}")
-        try:
-            if httpx.get(service.url + "/readyz", timeout=2).status_code == 200:
-                return service
-        except httpx.TransportError:
-            pass
+            tail = log_path.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{tail}")
+        if ready():
+            return
         time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"ingest not ready within 60s:\n{service.log()}")
+    tail = log_path.read_text(errors="replace")[-4000:]
+    raise RuntimeError(f"{what} not ready within {timeout:.0f}s:\n{tail}")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

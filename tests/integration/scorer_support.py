@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from gapwatch.kafka.settings import KafkaSettings
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, spawn, wait_until_ready
 
 
 @dataclass
@@ -45,20 +44,10 @@ def start_scorer(kafka: KafkaSettings, work: Path, name: str, **env: str) -> Sco
         "GAPWATCH_SCORER_SNAPSHOT_SECONDS": "1",
         **env,
     }
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gapwatch_scorer"], env=environment, stdout=log, stderr=log
-        )
+    process = spawn("gapwatch_scorer", environment, log_path)
     scorer = ScorerProcess(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"scorer exited with {process.returncode}:\n{scorer.log()[-4000:]}")
-        if "Worker ready" in scorer.log():
-            return scorer
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"scorer not ready within 90s:\n{scorer.log()[-4000:]}")
+    wait_until_ready("scorer", process, log_path, lambda: "Worker ready" in scorer.log(), 90)
+    return scorer
 
 
 def flush_events(at: datetime, partitions: int, tag: str) -> list[bytes]:

@@ -16,6 +16,7 @@ from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.topics import Stream
 from gapwatch.kafka.settings import KafkaSettings
 from tests.integration.conftest import TOKEN, IngestProcess, read_topic
+from tests.integration.scorer_support import bulk_load
 
 pytestmark = pytest.mark.integration
 
@@ -97,19 +98,7 @@ async def test_api_and_bulk_paths_partition_an_item_alike(
         lines.append(orjson.dumps(doc))
     source = tmp_path / "feedback.jsonl"
     source.write_bytes(b"\n".join(lines))
-    env = {
-        **os.environ,
-        "GAPWATCH_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
-        "GAPWATCH_TOPIC_PREFIX": kafka.topic_prefix,
-    }
-    out = subprocess.run(
-        [sys.executable, "-m", "gapwatch", "ingest", str(source), "-q"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
+    bulk_load(kafka, source)
     ticket_partition = {r.key: r.partition for r in await read_topic(kafka, Stream.TICKETS, 60)}
     feedback = await read_topic(kafka, Stream.FEEDBACK, 60)
     assert len(feedback) == 60 and len(set(ticket_partition.values())) == kafka.kafka_partitions
