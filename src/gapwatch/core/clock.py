@@ -127,6 +127,8 @@ class ClockConfig:
     log_limit: int = 512
 
     resolved: dict[str, dict[PromiseKind, ResolvedPromise]] = field(default_factory=dict)
+    _refs: dict[str, VersionRef] = field(default_factory=dict)
+    _pauses: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def from_policies(cls, policies: PolicySet, log_limit: int = 512) -> ClockConfig:
@@ -140,6 +142,22 @@ class ClockConfig:
             # Resolved once: every opened item would otherwise rebuild its policy's promises.
             resolved={p.name: {r.kind: r for r in policies.resolve(p)} for p in policies.policies},
         )
+
+    def policy_ref(self, policy: Policy) -> VersionRef:
+        # Shared, not built per item: an open promise should cost bytes, not objects.
+        ref = self._refs.get(policy.name)
+        if ref is None:
+            ref = self._refs[policy.name] = VersionRef(
+                name=policy.name, version=self.policies.version
+            )
+        return ref
+
+    def pause_statuses(self, policy: Policy | None) -> frozenset[str]:
+        key = policy.name if policy is not None else ""
+        statuses = self._pauses.get(key)
+        if statuses is None:
+            statuses = self._pauses[key] = self.policies.pause_statuses(policy)
+        return statuses
 
     def rules(self, policy: Policy) -> dict[PromiseKind, ResolvedPromise]:
         rules = self.resolved.get(policy.name)
@@ -507,7 +525,7 @@ class ItemClock:
                 explicit[PromiseKind.COMPLETION] = data.promised_completion_at
             kinds = (PromiseKind.COMPLETION,)
         state.policy = policy
-        state.pause_statuses = policies.pause_statuses(policy)
+        state.pause_statuses = self._config.pause_statuses(policy)
         for kind, due in explicit.items():
             window = (
                 data.window.start
@@ -534,7 +552,7 @@ class ItemClock:
         policy = self._state.policy
         if policy is None:
             return EXPLICIT
-        return VersionRef(name=policy.name, version=self._config.policies.version)
+        return self._config.policy_ref(policy)
 
     def _next_round(self, kind: PromiseKind) -> int:
         rounds = self._state.rounds
