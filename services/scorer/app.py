@@ -30,7 +30,7 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import EventT
@@ -49,11 +49,12 @@ from gapwatch.core.scoring import (
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
 from gapwatch.core.validation import EventRejected, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
-from gapwatch.kafka.clients import reliable_producer
+from gapwatch.kafka.clients import consumer, reliable_producer
 from gapwatch_scorer.metrics import ScorerMetrics
 from gapwatch_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
+SEEN_GAPS_LIMIT = 200_000
 WINDOW_FIGURES = (
     "attainment",
     "met",
@@ -148,6 +149,8 @@ class ScorerService:
         self.metrics = ScorerMetrics(registry, labels)
         self.clocks: dict[int, PartitionClocks] = {}
         self.windows: dict[int, RollingWindows] = {}
+        self.windows_until: dict[int, int] = {}
+        self.seen_gaps: dict[int, dict[str, None]] = {}
         self.keyer = SegmentKeyer(labels, settings.scorer_segment_cap)
         prefix = settings.topic_prefix
         self.gaps_topic = topic_name(Stream.GAPS, prefix)
@@ -310,16 +313,79 @@ class ScorerService:
 
     # --- stage 2: windows ------------------------------------------------------------------
 
-    def handle_gaps(self, events: Sequence[EventT]) -> None:
+    async def handle_gaps(self, events: Sequence[EventT]) -> None:
         for event in events:
-            gap = GapEvent.model_validate_json(event.message.value or b"")
-            windows = self.windows.get(event.message.partition)
-            if windows is None:
-                windows = self.windows[event.message.partition] = RollingWindows(
-                    self.keyer, gap.data.outcome_at
-                )
-            observe_gap(windows, gap.data)
+            message = event.message
+            number = message.partition
+            if number not in self.windows_until:
+                await self.rebuild_windows(message.topic, number, message.offset)
+            if message.offset < self.windows_until[number]:
+                continue  # already counted by the rebuild
+            self.windows_until[number] = message.offset + 1
+            self._observe(number, message.value or b"", count=True)
+
+    def forget_windows(self, number: int) -> None:
+        self.windows.pop(number, None)
+        self.windows_until.pop(number, None)
+        self.seen_gaps.pop(number, None)
+
+    def _observe(self, number: int, value: bytes, *, count: bool) -> None:
+        gap = GapEvent.model_validate_json(value)
+        seen = self.seen_gaps.setdefault(number, {})
+        if gap.id in seen:
+            return  # a gap event re-emitted after a crash keeps its id: count it once
+        seen[gap.id] = None
+        if len(seen) > SEEN_GAPS_LIMIT:
+            del seen[next(iter(seen))]
+        windows = self.windows.get(number)
+        if windows is None:
+            windows = self.windows[number] = RollingWindows(self.keyer, gap.data.outcome_at)
+        observe_gap(windows, gap.data)
+        if count:
             self._count(gap.data)
+
+    async def rebuild_windows(self, topic: str, number: int, until: int) -> None:
+        """Refill a segment partition's windows from the last 7 days of its gap events.
+
+        Windows live in memory; after a restart or a rebalance they are rebuilt from the
+        repartition topic up to the first offset the stream will deliver, so a restart neither
+        loses nor double-counts what the windows held (Prometheus counters are not replayed).
+        """
+        started = time.monotonic()
+        tp = TopicPartition(topic, number)
+        reader = consumer(self.settings, enable_auto_commit=False, client_id="gapwatch-windows")
+        await reader.start()
+        replayed = 0
+        try:
+            reader.assign([tp])
+            since = datetime.now(UTC) - timedelta(days=7, hours=2)
+            found = await reader.offsets_for_times({tp: int(since.timestamp() * 1000)})
+            start = found[tp].offset if found.get(tp) is not None else None
+            if start is None:
+                await reader.seek_to_beginning(tp)
+            else:
+                reader.seek(tp, start)
+            position = await reader.position(tp)
+            while position < until:
+                batch = await reader.getmany(tp, timeout_ms=2000, max_records=5000)
+                records = batch.get(tp, [])
+                if not records:
+                    break
+                for record in records:
+                    if record.offset >= until:
+                        break
+                    self._observe(number, record.value or b"", count=False)
+                    replayed += 1
+                position = await reader.position(tp)
+        finally:
+            await reader.stop()
+        self.windows_until[number] = until
+        log.info(
+            "rebuilt windows of segment partition %d from %d gap events in %.1fs",
+            number,
+            replayed,
+            time.monotonic() - started,
+        )
 
     def _count(self, gap: GapData) -> None:
         if gap.outcome is Outcome.FEEDBACK:
@@ -435,7 +501,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     async def windows(stream: faust.StreamT[bytes]) -> None:
         regrouped = stream.group_by(by_segment, name="gaps-by-segment")
         async for events in regrouped.take_events(batch, within=0.05):
-            service.handle_gaps(events)
+            await service.handle_gaps(events)
 
     tickets_topic = topic_name(Stream.TICKETS, prefix)
     input_topics = {topic_name(s, prefix) for s in INPUT_STREAMS}
@@ -467,6 +533,13 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
+        # A segment partition that comes back later is rebuilt from its history, not resumed.
+        for tp in revoked:
+            if tp.topic.endswith("-repartition"):
+                service.forget_windows(tp.partition)
 
     @app.on_before_shutdown.connect
     async def _stop_producer(app_: Any, **_: Any) -> None:
