@@ -200,33 +200,15 @@ class ScorerService:
         for event in events:
             message = event.message
             self.positions[message.topic, message.partition] = message.offset + 1
-            part = self.partition(message.partition)
             try:
-                decoded = decode_event(message.value or b"")
-            except EventRejected as exc:
-                records.append(self._dead(exc.rejection.value, str(exc), event))
-                continue
-            if message.key is not None and message.key != decoded.key:
-                detail = f"record key {message.key!r} is not the subject {decoded.subject!r}"
-                records.append(self._dead("key_mismatch", detail, event))
-                continue
-            scoring = part.scoring
-            if decoded.subject not in scoring.items:
-                with event_context(event):
-                    saved = items.get(decoded.subject)
-                if saved is not None:
-                    scoring.adopt(ItemClock.from_bytes(decoded.subject, self.config.clock, saved))
-            try:
-                gaps = scoring.process_and_tick(decoded)
-            except (LateEvent, ItemLogFull) as exc:
-                reason = LateEvent.reason if isinstance(exc, LateEvent) else "item_log_full"
-                records.append(self._dead(reason, str(exc), event))
-                continue
-            if scoring.stream_watermarks.get(decoded.stream) == decoded.data.occurred_at:
-                part.wall_at_watermark[decoded.stream] = time.time()
-            self.metrics.events.labels(decoded.stream.value).inc()
-            records.extend(self.gap_record(g) for g in gaps)
-            touched[decoded.subject] = (event, scoring.items[decoded.subject])
+                self._score(event, items, records, touched)
+            except Exception as exc:  # one event must not stop the partition
+                # A bug met by one event: keep the event (dead letter with its bytes) and go on,
+                # rather than crash the agent and leave the batch behind.
+                log.exception(
+                    "internal error on %s[%s]@%s", message.topic, message.partition, message.offset
+                )
+                records.append(self._dead("internal_error", repr(exc), event))
         await self.produce(records)
         now = time.time()
         for item_id, (event, clock) in touched.items():
@@ -236,6 +218,42 @@ class ScorerService:
             appended = event.message.timestamp
             if appended:
                 self.metrics.latency.observe(max(0.0, now - appended))
+
+    def _score(
+        self,
+        event: EventT,
+        items: faust.Table,
+        records: list[tuple[str, bytes, bytes]],
+        touched: dict[str, tuple[EventT, ItemClock]],
+    ) -> None:
+        message = event.message
+        part = self.partition(message.partition)
+        try:
+            decoded = decode_event(message.value or b"")
+        except EventRejected as exc:
+            records.append(self._dead(exc.rejection.value, str(exc), event))
+            return
+        if message.key is not None and message.key != decoded.key:
+            detail = f"record key {message.key!r} is not the subject {decoded.subject!r}"
+            records.append(self._dead("key_mismatch", detail, event))
+            return
+        scoring = part.scoring
+        if decoded.subject not in scoring.items:
+            with event_context(event):
+                saved = items.get(decoded.subject)
+            if saved is not None:
+                scoring.adopt(ItemClock.from_bytes(decoded.subject, self.config.clock, saved))
+        try:
+            gaps = scoring.process_and_tick(decoded)
+        except (LateEvent, ItemLogFull) as exc:
+            reason = LateEvent.reason if isinstance(exc, LateEvent) else "item_log_full"
+            records.append(self._dead(reason, str(exc), event))
+            return
+        if scoring.stream_watermarks.get(decoded.stream) == decoded.data.occurred_at:
+            part.wall_at_watermark[decoded.stream] = time.time()
+        self.metrics.events.labels(decoded.stream.value).inc()
+        records.extend(self.gap_record(g) for g in gaps)
+        touched[decoded.subject] = (event, scoring.items[decoded.subject])
 
     def _dead(self, reason: str, detail: str, event: EventT) -> tuple[str, bytes, bytes]:
         self.metrics.dead_letters.labels(reason).inc()
