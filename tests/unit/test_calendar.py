@@ -612,3 +612,35 @@ def test_matches_a_minute_by_minute_wall_clock_oracle(name: str, a: datetime, mi
         assert cal.is_open(t) == is_open, t
         open_minutes += is_open
     assert cal.business_seconds_between(a, a + timedelta(minutes=minutes)) == 60 * open_minutes
+
+
+def _round_the_clock(timezone: str, closed: tuple[str, ...] = ()) -> BusinessCalendar:
+    spec = {
+        "name": "rtc",
+        "timezone": timezone,
+        "hours": {
+            d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        },
+        "holidays": {"dates": list(closed)},
+    }
+    return BusinessCalendar(CalendarSpec.model_validate(spec))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+    ),
+    st.floats(min_value=0, max_value=90 * 86400, allow_nan=False),
+    st.sampled_from(["UTC", "Europe/Amsterdam", "America/New_York"]),
+)
+def test_round_the_clock_fast_path_equals_the_general_walk(
+    start: datetime, seconds: float, timezone: str
+):
+    fast = _round_the_clock(timezone)
+    general = _round_the_clock(timezone, closed=("2099-01-01",))  # a closure far away
+    assert fast._seamless and not general._seamless
+    assert fast.next_open(start) == general.next_open(start)
+    due = fast.add_business_seconds(start, seconds)
+    assert due == general.add_business_seconds(start, seconds)
+    assert fast.business_seconds_between(start, due) == general.business_seconds_between(start, due)
+    assert fast.business_seconds_between(due, start) == general.business_seconds_between(due, start)

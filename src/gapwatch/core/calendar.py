@@ -384,6 +384,15 @@ class BusinessCalendar:
             )
         self._partial = {day: _merge(spans) for day, spans in partial.items()}
         self._closed_dates = frozenset(spec.holidays.dates)
+        # Open around the clock with no closures: business time is wall time, and the day-by-day
+        # walk can be skipped (24x7 promises are the hot path of a busy scorer).
+        holidays = spec.holidays
+        self._seamless = (
+            all(day == ((0, _DAY_SECONDS),) for day in self._weekly)
+            and not holidays.countries
+            and not holidays.dates
+            and not holidays.partial
+        )
         # Both caches are per instance (a global cache would pin calendars in memory) and bounded:
         # a long-running scorer touches a sliding window of days, years apart only on bad input.
         self._holidays_of_year = lru_cache(maxsize=16)(self._compute_holidays_of_year)
@@ -420,6 +429,8 @@ class BusinessCalendar:
     def next_open(self, t: datetime) -> datetime:
         """`t` if it is open, else the next opening instant (UTC)."""
         t = _as_utc(t)
+        if self._seamless:
+            return t
         for _, start, _end in self._intervals_from(t):
             return max(start, t)
         raise AssertionError("unreachable: _intervals_from raises when it runs out")
@@ -433,6 +444,8 @@ class BusinessCalendar:
         """
         start = _as_utc(start, "start")
         remaining = _duration(seconds)
+        if self._seamless and remaining < _SEAMLESS_LIMIT:
+            return start + remaining
         for _, open_, close in self._intervals_from(start):
             open_ = max(open_, start)
             available = close - open_
@@ -479,6 +492,8 @@ class BusinessCalendar:
     def business_seconds_between(self, a: datetime, b: datetime) -> float:
         """Business seconds elapsed from `a` to `b`; negative if `b` is before `a`."""
         a, b = _as_utc(a, "a"), _as_utc(b, "b")
+        if self._seamless:
+            return (b - a).total_seconds()
         if b < a:
             return -self.business_seconds_between(b, a)
         total = _ZERO  # summed as exact microseconds; a float is made once, at the end
@@ -610,6 +625,11 @@ def _first_instant(lo: datetime, hi: datetime, reached: Callable[[datetime], boo
         else:
             low = middle
     return _EPOCH + high * _SECOND
+
+
+_DAY_SECONDS = 24 * 3600
+# Beyond the search horizon the general path raises; the fast path must not answer instead.
+_SEAMLESS_LIMIT = timedelta(days=SEARCH_HORIZON_DAYS - 2)
 
 
 def _duration(seconds: float) -> timedelta:
