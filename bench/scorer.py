@@ -120,7 +120,6 @@ def start_scorer(
         "GAPWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "GAPWATCH_TOPIC_PREFIX": settings.topic_prefix,
         "GAPWATCH_KAFKA_PARTITIONS": str(settings.kafka_partitions),
-        "GAPWATCH_SCORER_APP_ID": f"{settings.topic_prefix}scorer",
         "GAPWATCH_SCORER_PORT": str(port),
         "GAPWATCH_SCORER_DATA_DIR": str(work / f"state-{name}"),
         "GAPWATCH_SCORER_WALL_CLOCK": "true" if wall_clock else "false",

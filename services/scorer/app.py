@@ -472,7 +472,9 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     service = ScorerService(settings, registry)
     prefix = settings.topic_prefix
     app = faust.App(
-        settings.scorer_app_id,
+        # faust names its internal topics (changelogs, repartitions) after the app id, so the
+        # topic prefix goes in too: isolated copies on one cluster never share state topics.
+        settings.topic_prefix + settings.scorer_app_id,
         broker=f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
         broker_credentials=faust_credentials(settings),
         store="rocksdb://",

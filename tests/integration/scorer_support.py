@@ -38,7 +38,6 @@ def start_scorer(kafka: KafkaSettings, work: Path, name: str, **env: str) -> Sco
         "GAPWATCH_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
         "GAPWATCH_TOPIC_PREFIX": kafka.topic_prefix,
         "GAPWATCH_KAFKA_PARTITIONS": str(kafka.kafka_partitions),
-        "GAPWATCH_SCORER_APP_ID": f"{kafka.topic_prefix}scorer",
         "GAPWATCH_SCORER_PORT": str(port),
         "GAPWATCH_SCORER_DATA_DIR": str(work / f"state-{name}"),
         "GAPWATCH_SCORER_SNAPSHOT_SECONDS": "1",
