@@ -37,7 +37,7 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gapwatch.config import load_policies
-from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull
+from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, SavedStateError
 from gapwatch.core.gaps import GapData, GapEvent, Outcome
 from gapwatch.core.scoring import (
     STREAM_ITEM_KIND,
@@ -242,7 +242,13 @@ class ScorerService:
             with event_context(event):
                 saved = items.get(decoded.subject)
             if saved is not None:
-                scoring.adopt(ItemClock.from_bytes(decoded.subject, self.config.clock, saved))
+                try:
+                    clock = ItemClock.from_bytes(decoded.subject, self.config.clock, saved)
+                except SavedStateError as exc:
+                    # Scoring on an empty history would publish wrong outcomes: keep the event.
+                    records.append(self._dead("state_unreadable", str(exc), event))
+                    return
+                scoring.adopt(clock)
         try:
             gaps = scoring.process_and_tick(decoded)
         except (LateEvent, ItemLogFull) as exc:
@@ -287,7 +293,11 @@ class ScorerService:
                 scoring = self.partition(number).scoring
                 if item_id in scoring.items:
                     continue  # an event already brought it in; that copy is newer
-                scoring.adopt(ItemClock.from_bytes(item_id, self.config.clock, value))
+                try:
+                    scoring.adopt(ItemClock.from_bytes(item_id, self.config.clock, value))
+                except SavedStateError as exc:
+                    log.error("%s; its events will be dead-lettered as state_unreadable", exc)
+                    continue
                 restored += 1
             log.info(
                 "restored %d items of partitions %s in %.1fs",

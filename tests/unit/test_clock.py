@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gapwatch.core.catalog import AnyInputEvent
-from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, Status
+from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, SavedStateError, Status
 from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.gaps import ArrivalOutcome, GapEvent, Outcome
 from gapwatch.core.policies import PolicySet
@@ -534,3 +534,18 @@ def test_a_saved_clock_resumes_exactly(
         e.id for e in restored.advance(T0 + timedelta(days=3))
     ]
     assert tail_a == tail_b
+
+
+def test_unreadable_saved_state_is_refused_not_guessed(config: ClockConfig):
+    clock = ItemClock("T-1", config)
+    clock.apply(opened())
+    saved = clock.to_dict()
+    assert ItemClock.from_bytes("T-1", config, saved).emitted_ids == clock.emitted_ids
+    for bad in (
+        {**saved, "format": 99},
+        {k: v for k, v in saved.items() if k != "format"},
+        b"\x00 not json",
+        b"[1, 2]",
+    ):
+        with pytest.raises(SavedStateError, match="T-1"):
+            ItemClock.from_bytes("T-1", config, bad)

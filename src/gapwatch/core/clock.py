@@ -98,6 +98,20 @@ _RANK: dict[type[Any], int] = {
 EXPLICIT = VersionRef(name="explicit", version=0)
 
 
+SAVED_FORMAT = 1
+"""Version of `ItemClock.to_dict`; bump it (and teach `from_bytes` the old one) on any change."""
+
+
+class SavedStateError(Exception):
+    """A saved clock this version cannot read; the item's history is not usable as it is."""
+
+    retriable = False
+
+    def __init__(self, item_id: str, reason: str) -> None:
+        super().__init__(f"saved state of item {item_id!r} is unreadable: {reason}")
+        self.item_id = item_id
+
+
 class ItemLogFull(Exception):
     """An item has more events than the configured log limit; the event must be dead-lettered."""
 
@@ -332,6 +346,7 @@ class ItemClock:
         """The saved form as JSON-ready data (for stores that encode values themselves)."""
         state = self._state
         return {
+            "format": SAVED_FORMAT,
             "log": [e.saved_form() for e in self._log],
             "clock": state.clock.isoformat() if state.clock else None,
             "emitted": [[i, o.value, k.value, c, r] for i, (o, k, c, r) in self._emitted.items()],
@@ -343,7 +358,13 @@ class ItemClock:
     ) -> ItemClock:
         """Rebuild a clock saved by `to_bytes` (or its decoded JSON): the log is re-folded."""
         # A state store may hand back the JSON already decoded (faust does after a recovery).
-        saved = raw if isinstance(raw, dict) else orjson.loads(raw)
+        try:
+            saved = raw if isinstance(raw, dict) else orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise SavedStateError(item_id, f"not JSON: {exc}") from None
+        if not isinstance(saved, dict) or saved.get("format") != SAVED_FORMAT:
+            found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+            raise SavedStateError(item_id, f"format {found!r}, this version reads {SAVED_FORMAT}")
         clock = cls(item_id, config)
         for event_id, event_type, body in saved["log"]:
             data = _DATA_OF_TYPE[event_type].model_validate(body)
