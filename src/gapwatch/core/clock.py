@@ -98,6 +98,7 @@ _RANK: dict[type[Any], int] = {
 EXPLICIT = VersionRef(name="explicit", version=0)
 
 
+SEGMENT_INTERN_LIMIT = 100_000
 SAVED_FORMAT = 1
 """Version of `ItemClock.to_dict`; bump it (and teach `from_bytes` the old one) on any change."""
 
@@ -143,6 +144,7 @@ class ClockConfig:
     resolved: dict[str, dict[PromiseKind, ResolvedPromise]] = field(default_factory=dict)
     _refs: dict[str, VersionRef] = field(default_factory=dict)
     _pauses: dict[str, frozenset[str]] = field(default_factory=dict)
+    _segments: dict[tuple[tuple[str, str], ...], dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_policies(cls, policies: PolicySet, log_limit: int = 512) -> ClockConfig:
@@ -156,6 +158,16 @@ class ClockConfig:
             # Resolved once: every opened item would otherwise rebuild its policy's promises.
             resolved={p.name: {r.kind: r for r in policies.resolve(p)} for p in policies.policies},
         )
+
+    def shared_segment(self, segment: dict[str, str]) -> dict[str, str]:
+        """One dict per distinct label set: items of a segment share it (never mutated)."""
+        key = tuple(segment.items())
+        shared = self._segments.get(key)
+        if shared is None:
+            if len(self._segments) >= SEGMENT_INTERN_LIMIT:
+                return segment  # free-form labels gone wild: stop interning, stay correct
+            shared = self._segments[key] = segment
+        return shared
 
     def policy_ref(self, policy: Policy) -> VersionRef:
         # Shared, not built per item: an open promise should cost bytes, not objects.
@@ -520,26 +532,30 @@ class ItemClock:
         policies = self._config.policies
         if isinstance(data, TicketOpened):
             state.item_kind = ItemKind.TICKET
-            state.segment = {
-                **data.labels,
-                "team": data.team,
-                "region": data.region,
-                "priority": data.priority,
-                "channel": data.channel,
-                "customer_tier": data.customer_tier,
-            }
+            state.segment = self._config.shared_segment(
+                {
+                    **data.labels,
+                    "team": data.team,
+                    "region": data.region,
+                    "priority": data.priority,
+                    "channel": data.channel,
+                    "customer_tier": data.customer_tier,
+                }
+            )
             policy = policies.select(state.segment, data.sla_policy)
             explicit = {p.kind: p.due_at for p in data.promises}
             kinds: tuple[PromiseKind, ...] = (PromiseKind.FIRST_RESPONSE, PromiseKind.RESOLUTION)
         else:
             state.item_kind = ItemKind.JOB
-            state.segment = {
-                **data.labels,
-                "team": data.team,
-                "region": data.region,
-                "service_type": data.service_type,
-                "customer_tier": data.customer_tier,
-            }
+            state.segment = self._config.shared_segment(
+                {
+                    **data.labels,
+                    "team": data.team,
+                    "region": data.region,
+                    "service_type": data.service_type,
+                    "customer_tier": data.customer_tier,
+                }
+            )
             policy = policies.select(state.segment)
             explicit = {PromiseKind.ARRIVAL: data.window.end}
             if data.promised_completion_at is not None:
