@@ -664,7 +664,10 @@ class RollingWindows:
             # cost memory for corrections the scorer's grace period no longer lets through.
             correctable = t_us >= self._watermark_us - self._horizon_us
             if correctable and self._early_corrections.pop(breach, None) is not None:
-                return ObserveResult.COUNTED  # already taken back by the correction
+                # Already taken back by the correction; still admit its segment, as the other
+                # arrival order does, so the keyer's state does not depend on the order.
+                self.keyer.key(event.segment)
+                return ObserveResult.COUNTED
             deltas = _BREACHED_DELTAS
             codes = _codes(None, event.promised_seconds, None)
         elif outcome is Outcome.DELIVERED_LATE:
