@@ -397,7 +397,7 @@ def test_late_events_within_windows_correct_them() -> None:
     windows = new()
     windows.observe(ev(Outcome.MET, T0 - 5 * S, item="now", gap=-1.0))
     windows.advance(T0 + 10 * S)
-    # 40 minutes late: into its own 1h, 24h and 7d buckets, too old for the 5m window
+    # 40 minutes late: into its own 1h, 6h, 24h and 7d buckets, too old for the 5m and 30m windows
     result = windows.observe(ev(Outcome.BREACHED, T0 - 40 * MIN, item="late"))
     assert result is ObserveResult.COUNTED
     figures = by_window(windows.snapshot(T0 + 10 * S))
@@ -411,8 +411,9 @@ def test_events_ahead_of_the_watermark_wait_for_it() -> None:
     windows = new()
     windows.observe(ev(Outcome.MET, T0 + MIN, gap=-1.0))
     figures = by_window(windows.snapshot(T0))
-    # 12:01 is past the current 10 s and 1 min buckets but inside the current 15 min and 2 h ones.
-    assert list(figures) == ["24h", "7d"]
+    # 12:01 is past the current 10 s, 30 s and 1 min buckets but inside the current 5 min,
+    # 15 min and 2 h ones.
+    assert list(figures) == ["6h", "24h", "7d"]
     assert list(by_window(windows.snapshot(T0 + MIN))) == WINDOW_NAMES
 
 
@@ -499,10 +500,10 @@ def test_a_correction_of_the_only_event_leaves_no_empty_figures() -> None:
     windows = new()
     windows.observe(ev(Outcome.BREACHED, T0 - 2 * MIN, item="T-1"))
     windows.observe(ev(Outcome.MET, T0 + MIN, item="T-1", gap=-1.0, corrects="b"))
-    assert list(by_window(windows.snapshot(T0))) == ["24h", "7d"]  # the met, ahead in 24h / 7d
+    assert list(by_window(windows.snapshot(T0))) == ["6h", "24h", "7d"]  # the met, ahead in 6h+
     windows.observe(ev(Outcome.BREACHED, T0 - MIN, item="T-9", kind=RES))
     windows.observe(ev(Outcome.MET, T0 - 2 * MIN, item="T-9", kind=RES, corrects="c"))
-    assert [f.met for f in windows.snapshot(T0) if f.promise_kind is RES] == [1] * 4
+    assert [f.met for f in windows.snapshot(T0) if f.promise_kind is RES] == [1] * len(WINDOWS)
 
 
 def test_corrections_match_by_cycle_and_wait_only_for_the_horizon() -> None:

@@ -1,4 +1,4 @@
-"""Rolling per-segment window metrics (5m / 1h / 24h / 7d, on event time) built from gap events.
+"""Rolling per-segment window metrics (5m to 7d, on event time) built from gap events.
 
 Pure core: no I/O. The scorer feeds `RollingWindows` with gap events (`observe`) and job
 completions (`observe_job_completion`), moves its watermark (`advance`), exports `snapshot`s and
@@ -18,17 +18,17 @@ Series and segments
 
 Time, buckets and the watermark
 
-- Each window keeps epoch-aligned time buckets: 5m in 10 s buckets, 1h in 1 min, 24h in 15 min,
-  7d in 2 h. An event goes to the bucket holding its event time (`outcome_at`) in each window.
+- Each window keeps epoch-aligned time buckets: 5m in 10 s buckets, 30m in 30 s, 1h in 1 min,
+  6h in 5 min, 24h in 15 min, 7d in 2 h. An event goes to the bucket holding its event time (`outcome_at`) in each window.
 - The watermark only moves forwards, and only through `advance` (and `snapshot`, which advances
   first); an event never moves it, so one event with a wrong clock cannot expire everything.
 - A window as of watermark `t` holds the `n = window / bucket` buckets ending with the one that
   contains `t`: `[(k - n + 1) * w, (k + 1) * w)` with `k = floor(t / w)`. So its older edge lies
-  between `window - w` and `window` before `t`: the edge is exact to one bucket (10 s, 1 min,
-  15 min, 2 h). An event older than `window` is never in it; one younger than `window - w`
+  between `window - w` and `window` before `t`: the edge is exact to one bucket (10 s, 30 s,
+  1 min, 5 min, 15 min, 2 h). An event older than `window` is never in it; one younger than `window - w`
   always is. Events after `t` in the current bucket count already; later ones wait in their own
   bucket until the watermark reaches it. Bucket widths divide each other, so
-  5m ⊆ 1h ⊆ 24h ⊆ 7d holds for every watermark.
+  5m ⊆ 30m ⊆ 1h ⊆ 6h ⊆ 24h ⊆ 7d holds for every watermark.
 - An event whose 7d bucket has left the 7d window (older than 7d, or up to 2 h less depending on
   alignment) is ignored: `observe` returns `ObserveResult.TOO_LATE` and `too_late` counts it.
   A late event inside a window goes into its own bucket and corrects that window; it is skipped
@@ -126,11 +126,14 @@ class WindowSpec(NamedTuple):
 
 WINDOWS: tuple[WindowSpec, ...] = (
     WindowSpec("5m", 300, 10),
+    WindowSpec("30m", 1_800, 30),
     WindowSpec("1h", 3_600, 60),
+    WindowSpec("6h", 21_600, 300),
     WindowSpec("24h", 86_400, 900),
     WindowSpec("7d", 604_800, 7_200),
 )
-"""Shortest first; the last one decides what is too late."""
+"""Shortest first; the last one decides what is too late. 30m and 6h are the SRE workbook's
+ticket-severity burn-rate windows, which the alerter reads from the snapshots."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
