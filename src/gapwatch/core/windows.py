@@ -19,15 +19,16 @@ Series and segments
 Time, buckets and the watermark
 
 - Each window keeps epoch-aligned time buckets: 5m in 10 s buckets, 30m in 30 s, 1h in 1 min,
-  6h in 5 min, 24h in 15 min, 7d in 2 h. An event goes to the bucket holding its event time (`outcome_at`) in each window.
+  6h in 5 min, 24h in 15 min, 7d in 2 h. An event goes to the bucket holding its event time
+  (`outcome_at`) in each window.
 - The watermark only moves forwards, and only through `advance` (and `snapshot`, which advances
   first); an event never moves it, so one event with a wrong clock cannot expire everything.
 - A window as of watermark `t` holds the `n = window / bucket` buckets ending with the one that
   contains `t`: `[(k - n + 1) * w, (k + 1) * w)` with `k = floor(t / w)`. So its older edge lies
   between `window - w` and `window` before `t`: the edge is exact to one bucket (10 s, 30 s,
-  1 min, 5 min, 15 min, 2 h). An event older than `window` is never in it; one younger than `window - w`
-  always is. Events after `t` in the current bucket count already; later ones wait in their own
-  bucket until the watermark reaches it. Bucket widths divide each other, so
+  1 min, 5 min, 15 min, 2 h). An event older than `window` is never in it; one younger than
+  `window - w` always is. Events after `t` in the current bucket count already; later ones wait
+  in their own bucket until the watermark reaches it. Bucket widths divide each other, so
   5m ⊆ 30m ⊆ 1h ⊆ 6h ⊆ 24h ⊆ 7d holds for every watermark.
 - An event whose 7d bucket has left the 7d window (older than 7d, or up to 2 h less depending on
   alignment) is ignored: `observe` returns `ObserveResult.TOO_LATE` and `too_late` counts it.
