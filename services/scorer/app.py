@@ -18,7 +18,6 @@ re-emitted gap events keep their ids), then writes each touched item once.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 import weakref
@@ -39,6 +38,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from gapwatch.config import load_policies
 from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, SavedStateError
 from gapwatch.core.gaps import GapData, GapEvent, Outcome
+from gapwatch.core.promises import PromiseKind
 from gapwatch.core.scoring import (
     STREAM_ITEM_KIND,
     LateEvent,
@@ -50,6 +50,7 @@ from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
 from gapwatch.core.validation import EventRejected, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
 from gapwatch.kafka.clients import consumer, reliable_producer
+from gapwatch.kafka.deadletter import dead_letter_record
 from gapwatch_scorer.metrics import ScorerMetrics
 from gapwatch_scorer.settings import ScorerSettings
 
@@ -90,18 +91,15 @@ def event_context(event: EventT) -> Iterator[None]:
 
 def dead_letter(reason: str, detail: str, event: EventT, service: str = "scorer") -> bytes:
     message = event.message
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "detail": detail[:2000],
-            "service": service,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "key_b64": base64.b64encode(message.key or b"").decode(),
-            "value_b64": base64.b64encode(message.value or b"").decode(),
-            "at": datetime.now(UTC).isoformat(),
-        }
+    return dead_letter_record(
+        reason,
+        detail,
+        service=service,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
     )
 
 
@@ -151,6 +149,8 @@ class ScorerService:
         self.windows: dict[int, RollingWindows] = {}
         self.windows_until: dict[int, int] = {}
         self.seen_gaps: dict[int, dict[str, None]] = {}
+        # (segment, kind) pairs each stage-1 partition last published open counts for
+        self.open_published: dict[int, set[tuple[Any, PromiseKind]]] = {}
         self.keyer = SegmentKeyer(labels, settings.scorer_segment_cap)
         prefix = settings.topic_prefix
         self.gaps_topic = topic_name(Stream.GAPS, prefix)
@@ -317,27 +317,53 @@ class ScorerService:
         await self.produce(records)
 
     def export_open_counts(self) -> list[tuple[str, bytes, bytes]]:
-        """Open / at-risk / overdue gauges of this worker's items, and their snapshot records."""
+        """Open / at-risk / overdue gauges of this worker's items, and their snapshot records.
+
+        A segment whose last open promise closed gets one record of zeros, so a reader of the
+        scores topic (the alerter) sees overdue counts fall to 0 instead of keeping the last.
+        """
         records = []
         gauge = self.metrics.open
         gauge.clear()
+        as_of = datetime.now(UTC).isoformat()
         for number, part in self.clocks.items():
+            published: set[tuple[Any, PromiseKind]] = set()
             for (segment, kind), counts in part.scoring.open_counts().items():
                 values = [v for _, v in segment]
                 for state in ("open", "at_risk", "overdue"):
                     gauge.labels(*values, kind.value, state).inc(getattr(counts, state))
-                record = {
-                    "kind": "open",
-                    "segment": dict(segment),
-                    "promise_kind": kind.value,
-                    "source_partition": number,
-                    "open": counts.open,
-                    "at_risk": counts.at_risk,
-                    "overdue": counts.overdue,
-                    "as_of": datetime.now(UTC).isoformat(),
-                }
-                records.append((self.scores_topic, _segment_key(segment), orjson.dumps(record)))
+                published.add((segment, kind))
+                records.append(
+                    self._open_record(
+                        number, segment, kind, as_of, counts.open, counts.at_risk, counts.overdue
+                    )
+                )
+            for segment, kind in self.open_published.get(number, set()) - published:
+                records.append(self._open_record(number, segment, kind, as_of, 0, 0, 0))
+            self.open_published[number] = published
         return records
+
+    def _open_record(
+        self,
+        number: int,
+        segment: Any,
+        kind: PromiseKind,
+        as_of: str,
+        open_: int,
+        at_risk: int,
+        overdue: int,
+    ) -> tuple[str, bytes, bytes]:
+        record = {
+            "kind": "open",
+            "segment": dict(segment),
+            "promise_kind": kind.value,
+            "source_partition": number,
+            "open": open_,
+            "at_risk": at_risk,
+            "overdue": overdue,
+            "as_of": as_of,
+        }
+        return (self.scores_topic, _segment_key(segment), orjson.dumps(record))
 
     # --- stage 2: windows ------------------------------------------------------------------
 

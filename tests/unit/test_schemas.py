@@ -9,7 +9,10 @@ import jsonschema
 import pytest
 
 from gapwatch.cli import stale_schema_files
+from gapwatch.core.alerts.events import AlertEvent, alert_event
+from gapwatch.core.alerts.lifecycle import Transition
 from gapwatch.core.catalog import MODEL_BY_TYPE
+from gapwatch.core.examples import ALERT_EXAMPLE
 from gapwatch.core.gaps import GapEvent
 from gapwatch.core.validation import validate_event
 
@@ -61,8 +64,10 @@ def test_index_lists_every_type_with_its_topic():
     index = json.loads((SCHEMA_DIR / "index.json").read_text())
     topics = {e["type"]: e["topic"] for e in index["events"]}
     gap_entries = [t for t in topics if t.startswith("gapwatch.gap.")]
-    assert set(topics) - set(gap_entries) == set(MODEL_BY_TYPE)
+    alert_entries = [t for t in topics if t.startswith("gapwatch.alert.")]
+    assert set(topics) - set(gap_entries) - set(alert_entries) == set(MODEL_BY_TYPE)
     assert [topics[t] for t in gap_entries] == ["gapwatch.gaps.v1"]
+    assert [topics[t] for t in alert_entries] == ["gapwatch.alerts.v1"]
     assert topics["gapwatch.feedback.submitted.v1"] == "gapwatch.feedback.v1"
     assert topics["gapwatch.job.arrived.v1"] == "gapwatch.jobs.v1"
     assert topics["gapwatch.ticket.opened.v1"] == "gapwatch.tickets.v1"
@@ -76,3 +81,24 @@ def test_gap_example_validates_against_the_gap_schema():
     example["type"] = "gapwatch.gap.vanished.v1"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(example, schema)
+
+
+def test_alert_example_validates_against_the_alert_schema():
+    schema = json.loads((SCHEMA_DIR / "gapwatch.alert.v1.schema.json").read_text())
+    example = json.loads((SCHEMA_DIR / "examples" / "gapwatch.alert.v1.example.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(example)
+    AlertEvent.model_validate(example)
+    example["data"]["to_state"] = "exploded"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(example, schema)
+
+
+def test_alert_events_of_transitions_validate_against_the_schema():
+    schema = json.loads((SCHEMA_DIR / "gapwatch.alert.v1.schema.json").read_text())
+    transition = Transition.from_dict({**ALERT_EXAMPLE["data"], "id": ALERT_EXAMPLE["id"]})
+    event = alert_event(transition)
+    document = json.loads(event.model_dump_json(exclude_none=True))
+    jsonschema.Draft202012Validator(schema).validate(document)
+    assert document["id"] == ALERT_EXAMPLE["id"]
+    assert document["subject"] == transition.fingerprint
+    assert document["type"] == "gapwatch.alert.firing.v1"

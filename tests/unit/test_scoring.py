@@ -136,7 +136,7 @@ def test_replay_reports_bad_lines_and_goes_on(config: ScoringConfig):
 def test_bad_policy_file_names_the_field(tmp_path: Path):
     bad = tmp_path / "p.yaml"
     bad.write_text("version: 1\npolicies:\n  - {name: a, promises: {resolution: {within: soon}}}\n")
-    with pytest.raises(ConfigFileError, match=r"policies\[0\]\.promises\.resolution\.within"):
+    with pytest.raises(ConfigFileError, match=r"policies\[0\][^.]*\.promises\.resolution\.within"):
         load_policies(bad)
     with pytest.raises(ConfigFileError, match="cannot read"):
         load_policies(tmp_path / "missing.yaml")

@@ -225,3 +225,42 @@ GAP_EXAMPLE: dict[str, Any] = {
         "caused_by": "evt-0003",
     },
 }
+
+ALERT_EXAMPLE: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "3d8f4a8e-2a0e-5c55-a2f1-6f3b7f0c9e21",
+    "source": "urn:gapwatch:alerter",
+    "type": "gapwatch.alert.firing.v1",
+    "time": "2026-03-02T10:42:00Z",
+    "subject": "9c1e5b0f2a7d4e3b8c6a1f0e2d3c4b5a",
+    "data": {
+        "fingerprint": "9c1e5b0f2a7d4e3b8c6a1f0e2d3c4b5a",
+        "rule": "first-response-burn",
+        "labels": {"team": "billing"},
+        "severity": "page",
+        "from_state": "pending",
+        "to_state": "firing",
+        "at": "2026-03-02T10:42:00Z",
+        "sequence": 2,
+        "summary": "first-response-burn (team=billing): attainment 20.0% over 1h burns the "
+        "95.0% objective's budget 16.0x (limit 14.4x)",
+        "figures": {
+            "objective": 0.95,
+            "factor": 14.4,
+            "long_window": "1h",
+            "short_window": "5m",
+            "attainment_long": 0.2,
+            "attainment_short": 0.1,
+            "burn_rate_long": 16.0,
+            "burn_rate_short": 18.0,
+            "met_long": 12,
+            "breached_long": 48,
+            "min_events": 10,
+        },
+        "window": "1h",
+        "latest_breached": ["T-10442", "T-10439"],
+        "firing_since": "2026-03-02T10:42:00Z",
+        "runbook_url": "https://github.com/gapwatch/gapwatch/blob/main/docs/runbooks/burn-rate.md",
+        "dashboard_url": "http://127.0.0.1:3000/d/gapwatch-overview",
+    },
+}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gapwatch.core.alerts.events import AlertEvent
 from gapwatch.core.catalog import INPUT_EVENT_MODELS
-from gapwatch.core.examples import EXAMPLES, GAP_EXAMPLE
+from gapwatch.core.examples import ALERT_EXAMPLE, EXAMPLES, GAP_EXAMPLE
 from gapwatch.core.gaps import GapEvent
 from gapwatch.core.topics import Stream, topic_name
 
@@ -60,6 +61,23 @@ def event_schemas() -> dict[str, dict[str, Any]]:
             "key": "subject (the item id)",
             "schema": schema_file_name(GapEvent.event_type),
             "example": "examples/" + example_file_name(GapEvent.event_type),
+        }
+    )
+    alert_schema = AlertEvent.model_json_schema(mode="validation")
+    files[schema_file_name(AlertEvent.event_type)] = {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": SCHEMA_BASE_URI + schema_file_name(AlertEvent.event_type),
+        **alert_schema,
+        "title": "gapwatch.alert.<state>.v1",
+    }
+    files["examples/" + example_file_name(AlertEvent.event_type)] = ALERT_EXAMPLE
+    index.append(
+        {
+            "type": "gapwatch.alert.{pending,firing,resolved,inactive}.v1",
+            "topic": topic_name(Stream.ALERTS),
+            "key": "subject (the alert fingerprint)",
+            "schema": schema_file_name(AlertEvent.event_type),
+            "example": "examples/" + example_file_name(AlertEvent.event_type),
         }
     )
     files["index.json"] = {"events": index}

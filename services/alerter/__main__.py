@@ -1,0 +1,38 @@
+"""Start the alerter: `gapwatch-alerter` (settings from GAPWATCH_* variables)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from gapwatch.config import ConfigFileError, load_alerts
+from gapwatch.settings import SettingsError, load_settings
+from gapwatch_alerter.app import create_app
+from gapwatch_alerter.receivers import ReceiverConfigError
+from gapwatch_alerter.settings import AlerterSettings
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings(AlerterSettings)
+        config = load_alerts(settings.alerter_rules_file, settings.segment_labels())
+        app = create_app(settings, config)
+    except (SettingsError, ConfigFileError, ReceiverConfigError) as exc:
+        sys.stderr.write(f"gapwatch-alerter: {exc}\n")
+        raise SystemExit(2) from None
+    server = uvicorn.Config(
+        app,
+        host=settings.alerter_host,
+        port=settings.alerter_port,
+        loop="uvloop",
+        access_log=False,
+        log_level="info",
+    )
+    uvicorn.Server(server).run()
+
+
+if __name__ == "__main__":
+    main()

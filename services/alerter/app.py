@@ -1,0 +1,331 @@
+"""The alerter's HTTP API and process wiring: evaluation, outbox delivery and re-sends."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import httpx
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+import gapwatch
+from gapwatch.core.alerts.lifecycle import Alert, AlertState
+from gapwatch.core.alerts.rules import AlertsConfig
+from gapwatch.kafka.clients import admin_client, reliable_producer
+from gapwatch_alerter.dispatcher import AlertmanagerResender, Dispatcher
+from gapwatch_alerter.engine import Engine
+from gapwatch_alerter.metrics import AlerterMetrics
+from gapwatch_alerter.receivers import build_receivers
+from gapwatch_alerter.settings import AlerterSettings
+from gapwatch_alerter.store import AlertStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+LABEL_FILTER = r"^[a-z][a-z0-9_]{0,63}=[^\x00-\x1f]{1,128}$"
+
+
+class SilenceRequest(BaseModel):
+    """A silence: transitions of matching alerts are recorded but not notified until it ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: dict[
+        Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")],
+        Annotated[str, Field(min_length=1, max_length=128)],
+    ] = Field(
+        min_length=1,
+        max_length=16,
+        description="Label → exact value; `alertname` matches the rule name.",
+    )
+    starts_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    ends_at: AwareDatetime | None = Field(default=None, description="Or give duration_seconds.")
+    duration_seconds: float | None = Field(default=None, gt=0, le=90 * 86400)
+    created_by: str = Field(min_length=1, max_length=128)
+    comment: str = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_end(self) -> SilenceRequest:
+        if (self.ends_at is None) == (self.duration_seconds is None):
+            raise ValueError("give exactly one of ends_at and duration_seconds")
+        return self
+
+
+def _alert_json(alert: Alert) -> dict[str, Any]:
+    def iso(t: datetime | None) -> str | None:
+        return None if t is None else t.isoformat().replace("+00:00", "Z")
+
+    return {
+        "fingerprint": alert.fingerprint,
+        "rule": alert.rule,
+        "labels": alert.labels,
+        "state": alert.state.value,
+        "severity": alert.severity.value,
+        "summary": alert.summary,
+        "figures": alert.figures,
+        "window": alert.window,
+        "latest_breached": list(alert.latest_breached),
+        "pending_since": iso(alert.pending_since),
+        "firing_since": iso(alert.firing_since),
+        "resolved_at": iso(alert.resolved_at),
+        "evaluated_at": iso(alert.evaluated_at),
+        "transitions": alert.sequence,
+    }
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def create_app(
+    settings: AlerterSettings,
+    config: AlertsConfig,
+    registry: CollectorRegistry | None = None,
+    env: dict[str, str] | None = None,
+) -> FastAPI:
+    """Build the ASGI app; PostgreSQL and Kafka are connected when it starts."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = AlerterMetrics(registry)
+    tokens = settings.tokens()
+    env = dict(os.environ) if env is None else env
+    http = httpx.AsyncClient(follow_redirects=False)
+    receivers = build_receivers(config, env, http, alerter_url=settings.alerter_public_url)
+    holder: dict[str, Any] = {}
+
+    def store() -> AlertStore:
+        found = holder.get("store")
+        if found is None:
+            raise HTTPException(503, "PostgreSQL not connected yet")
+        return found  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        the_store = await AlertStore.connect(
+            settings.database_url.get_secret_value(), schema=settings.alerter_db_schema
+        )
+        applied = await the_store.migrate()
+        if applied:
+            log.info("applied migrations %s", applied)
+        producer = reliable_producer(settings, client_id="gapwatch-alerter")
+        await producer.start()
+        engine = Engine(settings, config, the_store, producer, metrics)
+        dispatcher = Dispatcher(settings, config, the_store, receivers, producer, metrics)
+        resender = AlertmanagerResender(config, the_store, receivers, lambda: engine.leading)
+        holder.update(store=the_store, engine=engine, producer=producer)
+        app.state.engine = engine
+        tasks = [
+            asyncio.create_task(engine.run(), name="engine"),
+            asyncio.create_task(dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(resender.run(), name="resender"),
+        ]
+        for task in tasks:
+            task.add_done_callback(_crash_loudly)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError):
+                    await task
+            await dispatcher.stop()
+            await producer.stop()
+            await http.aclose()
+            await the_store.close()
+
+    app = FastAPI(
+        title="gapwatch alerter",
+        version=gapwatch.__version__,
+        description="Alerts on the gap between promised and delivered response times: current "
+        "alerts with their history, silences, health and metrics.",
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+
+    def authorize(request: Request) -> None:
+        if settings.alerter_auth_disabled:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        presented = token.strip().encode()
+        matched = False
+        for known in tokens:
+            matched |= hmac.compare_digest(presented, known)
+        if scheme.lower() != "bearer" or not presented or not matched:
+            raise HTTPException(
+                401,
+                "a valid bearer token is required",
+                headers={"WWW-Authenticate": 'Bearer realm="gapwatch-alerter"'},
+            )
+
+    @app.get("/v1/alerts", summary="Current alerts (not inactive), newest first")
+    async def list_alerts(
+        state: AlertState | None = None,
+        rule: Annotated[str | None, Query(max_length=64)] = None,
+        label: Annotated[
+            list[str] | None, Query(description="label=value, repeatable; all must match.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> Response:
+        labels: dict[str, str] = {}
+        for item in label or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name or not value:
+                raise HTTPException(422, f"label filter {item!r}: expected label=value")
+            labels[name] = value
+        try:
+            found = await store().list_alerts(
+                state=None if state is None else state.value,
+                rule=rule,
+                labels=labels or None,
+                limit=limit,
+            )
+        except StoreUnavailable:
+            raise HTTPException(503, "PostgreSQL unavailable") from None
+        return _json({"alerts": [_alert_json(a) for a in found]})
+
+    @app.get(
+        "/v1/alerts/{fingerprint}",
+        summary="One alert with its transitions and their deliveries",
+        responses={404: {"description": "No such alert"}},
+    )
+    async def get_alert(
+        fingerprint: str, history: int = Query(default=50, ge=1, le=500)
+    ) -> Response:
+        try:
+            alert = await store().get_alert(fingerprint)
+            if alert is None:
+                raise HTTPException(404, f"no alert {fingerprint!r}")
+            transitions = await store().history(fingerprint, limit=history)
+            body = _alert_json(alert)
+            body["history"] = [
+                {
+                    **t.as_dict(),
+                    "silenced": silenced,
+                    "deliveries": _deliveries_json(await store().deliveries_of(t.id)),
+                }
+                for t, silenced in transitions
+            ]
+        except StoreUnavailable:
+            raise HTTPException(503, "PostgreSQL unavailable") from None
+        return _json(body)
+
+    @app.post(
+        "/v1/silences",
+        status_code=201,
+        summary="Create a silence",
+        dependencies=[Depends(authorize)],
+        responses={401: {"description": "Missing or wrong token"}},
+    )
+    async def create_silence(body: SilenceRequest) -> Response:
+        now = datetime.now(UTC)
+        starts = body.starts_at or now
+        ends = body.ends_at or starts + timedelta(seconds=body.duration_seconds or 0)
+        if ends <= starts:
+            raise HTTPException(422, "ends_at must be after starts_at")
+        try:
+            silence = await store().create_silence(
+                body.matchers, starts, ends, body.created_by, body.comment
+            )
+        except StoreUnavailable:
+            raise HTTPException(503, "PostgreSQL unavailable") from None
+        return _json(silence.as_dict(), 201)
+
+    @app.get("/v1/silences", summary="Silences, active and pending (expired on request)")
+    async def list_silences(include_expired: bool = False) -> Response:
+        try:
+            found = await store().list_silences(include_expired=include_expired)
+        except StoreUnavailable:
+            raise HTTPException(503, "PostgreSQL unavailable") from None
+        return _json({"silences": [s.as_dict() for s in found]})
+
+    @app.delete(
+        "/v1/silences/{silence_id}",
+        summary="Expire a silence now",
+        dependencies=[Depends(authorize)],
+        responses={401: {"description": "Missing or wrong token"}, 404: {"description": "None"}},
+    )
+    async def expire_silence(silence_id: uuid.UUID) -> Response:
+        try:
+            silence = await store().expire_silence(str(silence_id))
+        except StoreUnavailable:
+            raise HTTPException(503, "PostgreSQL unavailable") from None
+        if silence is None:
+            raise HTTPException(404, f"no silence {silence_id}")
+        return _json(silence.as_dict())
+
+    @app.get("/healthz", summary="Liveness: the process serves requests")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: PostgreSQL and Kafka answer right now",
+        responses={503: {"description": "A dependency is unreachable"}},
+    )
+    async def readyz() -> Response:
+        checks = {"postgresql": "ok", "kafka": "ok"}
+        try:
+            await asyncio.wait_for(store().ping(), timeout=2.0)
+        except (StoreUnavailable, HTTPException, TimeoutError):
+            checks["postgresql"] = "unreachable"
+        if not await _kafka_ready(settings):
+            checks["kafka"] = "unreachable"
+        engine = holder.get("engine")
+        ready = all(v == "ok" for v in checks.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            **checks,
+            "leader": bool(engine and engine.leading),
+        }
+        return _json(body, 200 if ready else 503)
+
+    @app.get(
+        "/metrics", summary="Prometheus metrics", responses={200: {"content": {"text/plain": {}}}}
+    )
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _deliveries_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        item = dict(row)
+        for key, value in item.items():
+            if isinstance(value, datetime):
+                item[key] = value.isoformat().replace("+00:00", "Z")
+        out.append(item)
+    return out
+
+
+async def _kafka_ready(settings: AlerterSettings) -> bool:
+    client = admin_client(settings, request_timeout_ms=2000)
+    try:
+        await asyncio.wait_for(client.start(), timeout=3.0)
+        await asyncio.wait_for(client.describe_cluster(), timeout=3.0)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not ready", and the probe says so
+        return False
+    finally:
+        with suppress(Exception):
+            await client.close()
+
+
+def _crash_loudly(task: asyncio.Task[None]) -> None:
+    """A background loop that ends by error takes the process down: better than a silent zombie."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.critical("%s stopped: %r; exiting", task.get_name(), exc, exc_info=exc)
+        os._exit(1)

@@ -1,0 +1,291 @@
+"""The evaluation loop: scores in from Kafka, rules judged, transitions and outbox rows stored.
+
+One process evaluates at a time (a PostgreSQL advisory lock elects it); others serve the API
+and deliver from the outbox. Everything an evaluation decides — alert states, transitions, the
+deliveries they owe and the Kafka offsets read so far — is committed in one transaction, so a
+crash either keeps all of it or none: after a restart the same snapshots are read again and, as
+transition ids derive from (fingerprint, sequence), re-deciding yields the same ids.
+
+The scores topic is read with manual assignment of every partition (not a consumer group):
+an alert group (say a team) spans segments on different partitions, so one evaluator must see
+them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from gapwatch.core.alerts.evaluation import Evaluator, FigureError, FiguresBook, GroupKey
+from gapwatch.core.alerts.lifecycle import Alert, AlertState, Transition, advance
+from gapwatch.core.alerts.rules import AlertsConfig, Rule
+from gapwatch.core.topics import Stream, topic_name
+from gapwatch.kafka.clients import consumer
+from gapwatch.kafka.deadletter import dead_letter_record
+from gapwatch_alerter.metrics import AlerterMetrics
+from gapwatch_alerter.settings import AlerterSettings
+from gapwatch_alerter.store import AlertStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+KAFKA_RECEIVER = "kafka"
+"""The outbox's name for publishing a transition on gapwatch.alerts.v1."""
+
+
+class Engine:
+    """Reads snapshots, evaluates, commits. `run()` until cancelled."""
+
+    def __init__(
+        self,
+        settings: AlerterSettings,
+        config: AlertsConfig,
+        store: AlertStore,
+        producer: AIOKafkaProducer,
+        metrics: AlerterMetrics,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.store = store
+        self.producer = producer
+        self.metrics = metrics
+        self.rules: dict[str, Rule] = {r.name: r for r in config.rules}
+        self.evaluator = Evaluator(config, stale_after=settings.alerter_stale_seconds)
+        self.book = FiguresBook()
+        self.alerts: dict[str, Alert] = {}
+        self.by_group: dict[tuple[str, GroupKey], str] = {}
+        self.topic = topic_name(Stream.SCORES, settings.topic_prefix)
+        self.deadletter_topic = topic_name(Stream.DEADLETTER, settings.topic_prefix)
+        self.positions: dict[int, int] = {}  # next offset to read, per partition
+        self.committed: dict[int, int] = {}
+        self.leading = False
+        self.last_evaluation = 0.0
+        self.received_at: float | None = None  # monotonic time the oldest unevaluated record came
+        self.evaluated = asyncio.Event()  # set after each committed evaluation (tests wait on it)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Wait to lead, then evaluate until cancelled; step down when PostgreSQL goes away."""
+        while True:
+            try:
+                if not await self.store.try_lead():
+                    await asyncio.sleep(2.0)
+                    continue
+            except StoreUnavailable as exc:
+                log.warning("PostgreSQL unavailable (%s); retrying", exc)
+                self.metrics.store_errors.inc()
+                await asyncio.sleep(1.0)
+                continue
+            self.metrics.leader.set(1)
+            log.info("leading: this alerter evaluates the rules")
+            try:
+                await self._lead()
+            except StoreUnavailable as exc:
+                log.warning("PostgreSQL unavailable (%s); stepping down and retrying", exc)
+                self.metrics.store_errors.inc()
+                await asyncio.sleep(1.0)
+            except KafkaError as exc:
+                log.warning("Kafka error (%s); stepping down and retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                self.leading = False
+                self.metrics.leader.set(0)
+                await self.store.release_lead()
+
+    async def _lead(self) -> None:
+        self.alerts = await self.store.load_alerts()
+        self.by_group = {
+            (a.rule, tuple(a.labels[label] for label in self.rules[a.rule].group_by)): fp
+            for fp, a in self.alerts.items()
+            if a.rule in self.rules and set(self.rules[a.rule].group_by) == set(a.labels)
+        }
+        self.committed = await self.store.load_offsets(self.topic)
+        reader = consumer(
+            self.settings,
+            enable_auto_commit=False,
+            client_id="gapwatch-alerter",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await reader.start()
+        try:
+            await self._assign(reader)
+            self.leading = True  # ready: from here on every new snapshot record is read
+            while self.store.leading:
+                batch = await reader.getmany(timeout_ms=200, max_records=20_000)
+                dead: list[tuple[bytes, bytes | None]] = []
+                for tp, records in batch.items():
+                    for record in records:
+                        letter = self._take(record.value, tp, record.offset, record.key)
+                        if letter is not None:
+                            dead.append((letter, record.key))
+                        self.positions[tp.partition] = record.offset + 1
+                for letter, key in dead:
+                    await self.producer.send(self.deadletter_topic, letter, key=key)
+                if batch and self.received_at is None:
+                    self.received_at = time.monotonic()
+                due = time.monotonic() - self.last_evaluation >= self.settings.alerter_eval_seconds
+                if due or (batch and self._caught_up(reader)):
+                    await self.evaluate(self.clock())
+        finally:
+            await reader.stop()
+
+    async def _assign(self, reader: AIOKafkaConsumer) -> None:
+        while True:
+            # A fresh consumer with no subscription knows no topics: ask the cluster directly.
+            metadata = await reader._client.fetch_all_metadata()
+            partitions = metadata.partitions_for_topic(self.topic)
+            if partitions:
+                break
+            log.warning("topic %s does not exist yet; waiting", self.topic)
+            await asyncio.sleep(2.0)
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        reader.assign(tps)
+        since = int((time.time() - self.settings.alerter_start_lookback_seconds) * 1000)
+        found = await reader.offsets_for_times(
+            {tp: since for tp in tps if tp.partition not in self.committed}
+        )
+        for tp in tps:
+            if tp.partition in self.committed:
+                reader.seek(tp, self.committed[tp.partition])
+            elif found.get(tp) is not None:
+                reader.seek(tp, found[tp].offset)  # type: ignore[union-attr]
+            else:
+                await reader.seek_to_end(tp)
+            self.positions[tp.partition] = await reader.position(tp)
+        log.info("reading %s from %s", self.topic, self.positions)
+
+    def _caught_up(self, reader: AIOKafkaConsumer) -> bool:
+        """True when every partition has been read to its high watermark: a round is complete."""
+        for tp in reader.assignment():
+            high = reader.highwater(tp)
+            if high is not None and self.positions.get(tp.partition, 0) < high:
+                return False
+        return True
+
+    def _take(
+        self, value: bytes | None, tp: TopicPartition, offset: int, key: bytes | None
+    ) -> None:
+        try:
+            record = orjson.loads(value or b"")
+            if not isinstance(record, dict):
+                raise FigureError("record: expected a JSON object")
+            self.book.update(record)
+            self.metrics.records.labels("ok").inc()
+            return None
+        except (orjson.JSONDecodeError, FigureError) as exc:
+            self.metrics.records.labels("dead_letter").inc()
+            reason = "not_json" if isinstance(exc, orjson.JSONDecodeError) else "bad_figures"
+            log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
+            return dead_letter_record(
+                reason,
+                str(exc),
+                service="alerter",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                key=key,
+                value=value,
+            )
+
+    # --- one evaluation ---------------------------------------------------------------------
+
+    def clock(self) -> datetime:
+        """Evaluation time: the wall clock, or the scorer's event time when it runs ahead.
+
+        In live operation the two agree; a replay or an accelerated simulation publishes
+        snapshots as of event time, and `for`, `hold` and staleness then follow that time.
+        """
+        latest = self.book.latest_as_of
+        now = datetime.now(UTC)
+        return max(now, datetime.fromtimestamp(latest, UTC)) if latest else now
+
+    async def evaluate(self, now: datetime) -> list[Transition]:
+        """Judge every rule at `now` and commit what changed; returns the new transitions."""
+        started = time.monotonic()
+        await self.producer.flush()  # dead letters of this batch are on the broker first
+        known: dict[str, list[GroupKey]] = {}
+        for rule_name, group in self.by_group:
+            known.setdefault(rule_name, []).append(group)
+        verdicts = self.evaluator.evaluate(self.book, now, known)
+        changed: list[Alert] = []
+        transitions: list[Transition] = []
+        for (rule_name, group), verdict in verdicts.items():
+            fp = self.by_group.get((rule_name, group))
+            if fp is None:
+                if not verdict.firing:
+                    continue  # nothing to remember about a group that never alerted
+                rule = self.rules[rule_name]
+                alert = Alert.new(rule_name, dict(zip(rule.group_by, group, strict=True)))
+            else:
+                alert = self.alerts[fp]
+            rule = self.rules[rule_name]
+            after, moved = advance(alert, verdict, now, rule)
+            if moved or _differs(alert, after):
+                changed.append(after)
+                transitions.extend(moved)
+        evaluated = time.monotonic()
+        if changed or self.positions != self.committed:
+            silences = await self.store.active_silences(now)
+            deliveries: list[tuple[str, str]] = []
+            silenced: list[str] = []
+            for t in transitions:
+                deliveries.append((t.id, KAFKA_RECEIVER))
+                if not t.notifies:
+                    continue
+                if any(s.matches(t.rule, t.labels, now) for s in silences):
+                    silenced.append(t.id)
+                    continue
+                for receiver in self.config.receivers_for(t.rule, t.severity, t.labels):
+                    deliveries.append((t.id, receiver))
+            offsets = {(self.topic, p): o for p, o in self.positions.items()}
+            await self.store.commit(changed, transitions, deliveries, offsets, silenced)
+            self.committed = dict(self.positions)
+            for alert in changed:
+                self.alerts[alert.fingerprint] = alert
+                rule = self.rules[alert.rule]
+                key = (alert.rule, tuple(alert.labels[label] for label in rule.group_by))
+                self.by_group[key] = alert.fingerprint
+        for t in transitions:
+            self.metrics.transitions.labels(t.rule, t.to_state.value).inc()
+            log.info("%s %s → %s: %s", t.fingerprint[:12], t.from_state, t.to_state, t.summary)
+        self._export_gauges()
+        finished = time.monotonic()
+        self.metrics.evaluation_seconds.observe(evaluated - started)
+        self.metrics.evaluations.inc()
+        if self.received_at is not None:
+            self.metrics.snapshot_to_commit_seconds.observe(finished - self.received_at)
+            self.received_at = None
+        self.last_evaluation = finished
+        self.evaluated.set()
+        self.evaluated = asyncio.Event()
+        return transitions
+
+    def _export_gauges(self) -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for alert in self.alerts.values():
+            key = (alert.state.value, alert.rule, alert.severity.value)
+            counts[key] = counts.get(key, 0) + 1
+        gauge = self.metrics.alerts
+        gauge.clear()
+        for rule in self.rules:
+            for state in AlertState:
+                gauge.labels(state.value, rule, "page").set(0)
+        for (state, rule, severity), n in counts.items():
+            gauge.labels(state, rule, severity).set(n)
+
+
+def _differs(before: Alert, after: Alert) -> bool:
+    """Whether anything worth storing changed (the evaluation time alone is not)."""
+    return replace(before, evaluated_at=None) != replace(after, evaluated_at=None)
+
+
+def group_key(rule: Rule, labels: Mapping[str, str]) -> GroupKey:
+    return tuple(labels[label] for label in rule.group_by)

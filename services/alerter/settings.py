@@ -1,0 +1,83 @@
+"""Alerter settings, from GAPWATCH_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from gapwatch.kafka.settings import KafkaSettings
+
+
+class AlerterSettings(KafkaSettings):
+    """Everything the alerter reads from its environment, each with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="GAPWATCH_", extra="ignore", frozen=True)
+
+    alerter_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds.")
+    alerter_port: int = Field(default=8083, ge=1, le=65535, description="HTTP API port.")
+    alerter_public_url: str = Field(
+        default="http://127.0.0.1:8083",
+        description="How people reach this API; links in notifications point here.",
+    )
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://gapwatch@127.0.0.1:15432/gapwatch"),
+        description="PostgreSQL DSN (libpq form; sslmode=... passes TLS settings through).",
+    )
+    alerter_db_schema: str = Field(
+        default="gapwatch",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema holding the alerter's tables.",
+    )
+    alerter_rules_file: Path = Field(
+        default=Path("deploy/config/alerts.yaml"), description="Alert rules, receivers, routes."
+    )
+    scorer_segment_labels: str = Field(
+        default="team,region,priority",
+        description="The scorer's segment labels (same variable as the scorer's): rules may "
+        "match and group only on these.",
+    )
+    alerter_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated bearer tokens accepted on write endpoints (silences).",
+    )
+    alerter_auth_disabled: bool = Field(
+        default=False, description="Accept writes without a token (local experiments only)."
+    )
+    alerter_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="Figures older than this no longer count (the scorer stopped publishing).",
+    )
+    alerter_eval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=300,
+        description="Evaluate at least this often, and at most once per this interval.",
+    )
+    alerter_start_lookback_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="A first start reads the scores topic from this far back.",
+    )
+    alerter_delivery_batch: int = Field(
+        default=200, ge=1, le=10_000, description="Most deliveries claimed at once."
+    )
+    alerter_retry_max_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, description="Longest wait between delivery attempts."
+    )
+    alerter_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A claimed delivery returns to the queue after this if its worker died.",
+    )
+
+    def segment_labels(self) -> tuple[str, ...]:
+        return tuple(label.strip() for label in self.scorer_segment_labels.split(",") if label)
+
+    def tokens(self) -> list[bytes]:
+        value = self.alerter_tokens.get_secret_value()
+        return [t.strip().encode() for t in value.split(",") if t.strip()]

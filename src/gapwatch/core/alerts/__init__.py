@@ -1,0 +1,1 @@
+"""Alerting core: rules, evaluation over window figures, and the alert lifecycle."""
