@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help run ingest infra infra-down infra-status topics test test-unit test-integration \
-        lint typecheck schemas bench-ingest bench-scorer scorer clean
+        lint typecheck schemas bench-ingest bench-scorer bench-alerter scorer alerter clean
 
 help:  ## list the commands
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,14 +21,14 @@ venv: $(STAMP)  ## create .venv and install gapwatch with its dev dependencies
 
 # --- local infrastructure (deploy/local/): a real Kafka broker and PostgreSQL on 127.0.0.1 ----
 
-infra: $(STAMP)  ## start Kafka + PostgreSQL (idempotent), wait until ready, create the topics
+infra: $(STAMP)  ## start Kafka, PostgreSQL, Alertmanager (idempotent), wait until ready, topics
 	@bash deploy/local/infra.sh up
 	@set -a; source .run/infra.env; set +a; $(VENV)/bin/gapwatch topics
 
-infra-down:  ## stop Kafka and PostgreSQL (only the processes the scripts started)
+infra-down:  ## stop Kafka, PostgreSQL, Alertmanager (only the processes the scripts started)
 	@bash deploy/local/infra.sh down
 
-infra-status:  ## show whether Kafka and PostgreSQL are running and ready
+infra-status:  ## show whether Kafka, PostgreSQL and Alertmanager are running and ready
 	@bash deploy/local/infra.sh status
 
 topics: $(STAMP)  ## create gapwatch's topics on the running broker (idempotent)
@@ -69,8 +69,16 @@ bench-ingest: infra  ## ingest throughput vs a raw aiokafka producer on the same
 bench-scorer: infra  ## scorer throughput, latency, memory and restart vs a raw consume loop
 	@$(PY) -m bench.scorer
 
+bench-alerter: infra  ## alerter rule evaluations/s and snapshot-to-receiver latency vs raw I/O
+	@$(PY) -m bench.alerter
+
 scorer: infra  ## a scorer worker on the local broker (Ctrl-C stops it)
 	@set -a; source .run/infra.env; set +a; exec $(VENV)/bin/gapwatch-scorer
+
+alerter: infra  ## the alerter on 127.0.0.1:8083, paging the local Alertmanager (Ctrl-C stops it)
+	@set -a; source .run/infra.env; set +a; \
+	  export GAPWATCH_ALERTER_TOKENS="$${GAPWATCH_ALERTER_TOKENS:-dev-token}"; \
+	  exec $(VENV)/bin/gapwatch-alerter
 
 clean:  ## remove the virtualenv and caches (keeps .run data; see `infra.sh reset`)
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

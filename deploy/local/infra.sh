@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Local infrastructure for gapwatch: one Kafka broker and one PostgreSQL cluster on 127.0.0.1.
+# Local infrastructure for gapwatch: one Kafka broker, one PostgreSQL cluster and one Prometheus
+# Alertmanager on 127.0.0.1.
 #
 # usage: deploy/local/infra.sh up|down|status|env|reset
 #
-#   up      start Kafka and PostgreSQL (idempotent), wait until both are ready, write .run/infra.env
-#   down    stop both (only the processes named by our pid files); remove .run/infra.env
-#   status  report both; exit 0 only if both are running and ready
+#   up      start Kafka, PostgreSQL and Alertmanager (idempotent), wait until each is ready, write
+#           .run/infra.env
+#   down    stop them (only the processes named by our pid files); remove .run/infra.env
+#   status  report each; exit 0 only if all are running and ready
 #   env     print the contents infra.env would have
 #   reset   down, then delete Kafka and PostgreSQL data under the run dir (jar cache is kept)
 #
@@ -18,6 +20,8 @@ COMPONENT=infra
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 ENV_FILE="$RUN_DIR/infra.env"
+AM_DIR="$RUN_DIR/alertmanager"
+AM_PORT="${GAPWATCH_ALERTMANAGER_PORT:-19094}"
 
 infra_env() {
   local kafka pg
@@ -27,6 +31,7 @@ infra_env() {
 # Written by deploy/local/infra.sh up. Plain KEY=value lines: usable by make (include) and bash (source).
 GAPWATCH_KAFKA_BOOTSTRAP=$kafka
 GAPWATCH_DATABASE_URL=$pg
+GAPWATCH_ALERTMANAGER_URL=http://127.0.0.1:$AM_PORT
 EOF
 }
 
@@ -44,6 +49,7 @@ up() {
   ensure_gitignored
   bash "$LOCAL_DIR/postgres.sh" start
   bash "$LOCAL_DIR/kafka.sh" start
+  bash "$LOCAL_DIR/alertmanager.sh" start "$AM_DIR" "$AM_PORT"
   infra_env >"$ENV_FILE.tmp"
   mv "$ENV_FILE.tmp" "$ENV_FILE"
   log "infra up in $(elapsed "$t0"); settings in $ENV_FILE:"
@@ -52,6 +58,7 @@ up() {
 
 down() {
   local rc=0
+  bash "$LOCAL_DIR/alertmanager.sh" stop "$AM_DIR" || rc=1
   bash "$LOCAL_DIR/kafka.sh" stop || rc=1
   bash "$LOCAL_DIR/postgres.sh" stop || rc=1
   rm -f "$ENV_FILE"
@@ -62,6 +69,7 @@ status() {
   local rc=0
   bash "$LOCAL_DIR/kafka.sh" status || rc=1
   bash "$LOCAL_DIR/postgres.sh" status || rc=1
+  bash "$LOCAL_DIR/alertmanager.sh" status "$AM_DIR" || rc=1
   if [[ -f "$ENV_FILE" ]]; then
     log "$ENV_FILE:"
     grep -v '^#' "$ENV_FILE" | sed 's/^/    /' >&2
@@ -73,8 +81,8 @@ status() {
 
 reset() {
   down
-  log "deleting $RUN_DIR/kafka and $RUN_DIR/postgres"
-  rm -rf "$RUN_DIR/kafka" "$RUN_DIR/postgres"
+  log "deleting $RUN_DIR/kafka, $RUN_DIR/postgres and $AM_DIR"
+  rm -rf "$RUN_DIR/kafka" "$RUN_DIR/postgres" "$AM_DIR"
 }
 
 usage() {

@@ -231,8 +231,13 @@ class AlertmanagerResender:
                 continue
             try:
                 firing = await self.store.list_alerts(state=AlertState.FIRING.value, limit=10_000)
+                silences = await self.store.active_silences(datetime.now(UTC))
             except StoreUnavailable:
                 continue
+            now = datetime.now(UTC)
+            firing = [
+                a for a in firing if not any(s.matches(a.rule, a.labels, now) for s in silences)
+            ]
             for receiver, client in self.targets:
                 mine = []
                 for alert in firing:

@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from gapwatch.core.alerts.evaluation import Evaluator, FigureError, FiguresBook, GroupKey
-from gapwatch.core.alerts.lifecycle import Alert, AlertState, Transition, advance
-from gapwatch.core.alerts.rules import AlertsConfig, Rule
+from gapwatch.core.alerts.lifecycle import Alert, AlertState, Transition, advance, transition_id
+from gapwatch.core.alerts.rules import AlertsConfig, Rule, Severity
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import consumer
 from gapwatch.kafka.deadletter import dead_letter_record
@@ -65,6 +65,9 @@ class Engine:
         self.deadletter_topic = topic_name(Stream.DEADLETTER, settings.topic_prefix)
         self.positions: dict[int, int] = {}  # next offset to read, per partition
         self.committed: dict[int, int] = {}
+        # Firing alerts whose page a silence held back: paged when it ends, never resolved to
+        # receivers that never heard of them.
+        self.muted: set[str] = set()
         self.leading = False
         self.last_evaluation = 0.0
         self.received_at: float | None = None  # monotonic time the oldest unevaluated record came
@@ -108,6 +111,12 @@ class Engine:
             if a.rule in self.rules and set(self.rules[a.rule].group_by) == set(a.labels)
         }
         self.committed = await self.store.load_offsets(self.topic)
+        self.muted = set()
+        for fp, alert in self.alerts.items():
+            if alert.state is AlertState.FIRING:
+                history = await self.store.history(fp, limit=1)
+                if history and history[0][1]:
+                    self.muted.add(fp)
         reader = consumer(
             self.settings,
             enable_auto_commit=False,
@@ -232,22 +241,42 @@ class Engine:
                 changed.append(after)
                 transitions.extend(moved)
         evaluated = time.monotonic()
-        if changed or self.positions != self.committed:
+        if changed or self.positions != self.committed or self.muted:
             silences = await self.store.active_silences(now)
             deliveries: list[tuple[str, str]] = []
             silenced: list[str] = []
+            muted = set(self.muted)
             for t in transitions:
                 deliveries.append((t.id, KAFKA_RECEIVER))
                 if not t.notifies:
                     continue
-                if any(s.matches(t.rule, t.labels, now) for s in silences):
+                if t.to_state is AlertState.RESOLVED and t.fingerprint in muted:
+                    # Its page was never sent: nobody needs to hear that it ended.
                     silenced.append(t.id)
+                    muted.discard(t.fingerprint)
                     continue
-                for receiver in self.config.receivers_for(t.rule, t.severity, t.labels):
-                    deliveries.append((t.id, receiver))
+                if t.to_state is AlertState.FIRING:
+                    if any(s.matches(t.rule, t.labels, now) for s in silences):
+                        silenced.append(t.id)
+                        muted.add(t.fingerprint)
+                        continue
+                    muted.discard(t.fingerprint)
+                # A resolve of an announced page goes out even while silenced: incidents close.
+                deliveries.extend((t.id, r) for r in self._receivers(t.rule, t.severity, t.labels))
+            for fp in list(muted):
+                alert = next((a for a in changed if a.fingerprint == fp), None) or self.alerts[fp]
+                if alert.state is not AlertState.FIRING:
+                    muted.discard(fp)
+                elif not any(s.matches(alert.rule, alert.labels, now) for s in silences):
+                    # The silence ended and the alert still fires: send the page it held back.
+                    latest = transition_id(fp, alert.sequence)
+                    receivers = self._receivers(alert.rule, alert.severity, alert.labels)
+                    deliveries.extend((latest, r) for r in receivers)
+                    muted.discard(fp)
             offsets = {(self.topic, p): o for p, o in self.positions.items()}
             await self.store.commit(changed, transitions, deliveries, offsets, silenced)
             self.committed = dict(self.positions)
+            self.muted = muted
             for alert in changed:
                 self.alerts[alert.fingerprint] = alert
                 rule = self.rules[alert.rule]
@@ -268,6 +297,11 @@ class Engine:
         self.evaluated = asyncio.Event()
         return transitions
 
+    def _receivers(
+        self, rule: str, severity: Severity, labels: Mapping[str, str]
+    ) -> tuple[str, ...]:
+        return self.config.receivers_for(rule, severity, labels)
+
     def _export_gauges(self) -> None:
         counts: dict[tuple[str, str, str], int] = {}
         for alert in self.alerts.values():
@@ -277,7 +311,8 @@ class Engine:
         gauge.clear()
         for rule in self.rules:
             for state in AlertState:
-                gauge.labels(state.value, rule, "page").set(0)
+                for severity in Severity:
+                    gauge.labels(state.value, rule, severity.value).set(0)
         for (state, rule, severity), n in counts.items():
             gauge.labels(state, rule, severity).set(n)
 

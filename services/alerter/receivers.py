@@ -385,8 +385,13 @@ class AlertmanagerClient(ReceiverClient):
         if resolved is None:
             resolved = t.to_state is AlertState.RESOLVED
         start = t.firing_since or t.at
+        if now is not None:
+            # Alertmanager lives on the wall clock; transitions carry the alerter's evaluation
+            # time, which runs ahead of it in replays and accelerated runs. Never tell it an
+            # alert starts, or a resolved one ends, in its future.
+            start = min(start, now)
         if resolved:
-            end = max(t.at, start)
+            end = max(start, t.at if now is None else min(t.at, now))
         else:
             base = t.at if now is None else max(t.at, now)
             end = base + timedelta(seconds=ALERTMANAGER_EXPIRY_RESENDS * self.resend_seconds)

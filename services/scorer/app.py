@@ -149,6 +149,7 @@ class ScorerService:
         self.windows: dict[int, RollingWindows] = {}
         self.windows_until: dict[int, int] = {}
         self.seen_gaps: dict[int, dict[str, None]] = {}
+        self.stream_time: dict[int, datetime] = {}  # newest outcome time per segment partition
         # (segment, kind) pairs each stage-1 partition last published open counts for
         self.open_published: dict[int, set[tuple[Any, PromiseKind]]] = {}
         self.keyer = SegmentKeyer(labels, settings.scorer_segment_cap)
@@ -382,6 +383,7 @@ class ScorerService:
         self.windows.pop(number, None)
         self.windows_until.pop(number, None)
         self.seen_gaps.pop(number, None)
+        self.stream_time.pop(number, None)
 
     def _observe(self, number: int, value: bytes, *, count: bool) -> None:
         gap = GapEvent.model_validate_json(value)
@@ -391,6 +393,9 @@ class ScorerService:
         seen[gap.id] = None
         if len(seen) > SEEN_GAPS_LIMIT:
             del seen[next(iter(seen))]
+        held = self.stream_time.get(number)
+        if held is None or gap.data.outcome_at > held:
+            self.stream_time[number] = gap.data.outcome_at
         windows = self.windows.get(number)
         if windows is None:
             windows = self.windows[number] = RollingWindows(self.keyer, gap.data.outcome_at)
@@ -462,8 +467,13 @@ class ScorerService:
         gauge = self.metrics.window
         gauge.clear()
         now = datetime.now(UTC)
-        for windows in self.windows.values():
-            as_of = max(now, windows.watermark) if windows.watermark < now else windows.watermark
+        lead = timedelta(seconds=self.settings.scorer_windows_lead_seconds)
+        for number, windows in self.windows.items():
+            # Windows follow the wall clock, or the gap events' own time when that runs ahead
+            # (a replay or an accelerated simulation), but never more than `lead` ahead: one
+            # event with a wrong clock must not expire every window.
+            stream = self.stream_time.get(number, now)
+            as_of = max(now, windows.watermark, min(stream, now + lead))
             for figures in windows.snapshot(as_of):
                 if figures.promise_kind is None:
                     continue

@@ -43,6 +43,14 @@ class ScorerSettings(KafkaSettings):
     scorer_snapshot_seconds: float = Field(
         default=10.0, gt=0, le=3600, description="How often window snapshots are published."
     )
+    scorer_windows_lead_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=30 * 86400,
+        description="How far ahead of the wall clock gap events may pull the rolling windows "
+        "(event time running ahead: replays, accelerated simulations); 0 keeps them on the "
+        "wall clock.",
+    )
     scorer_wall_clock: bool = Field(
         default=True,
         description="Fire due times from the wall clock between events (off: event time only, "

@@ -201,3 +201,40 @@ async def read_topic(
     finally:
         await reader.stop()
     return records
+
+
+ALERTMANAGER_SCRIPT = REPO / "deploy" / "local" / "alertmanager.sh"
+
+
+# --- a real Alertmanager, started by the repo's script ----------------------------------------
+
+
+def alertmanager_script(*args: str) -> subprocess.CompletedProcess[str]:
+    # The first run on a fresh machine installs the package: allow for apt.
+    return subprocess.run(
+        ["bash", str(ALERTMANAGER_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@dataclass
+class Alertmanager:
+    url: str
+    dir: Path
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    """A fresh Alertmanager on a free port, its storage in this test's tmp dir."""
+    directory = tmp_path / "alertmanager"
+    port = free_port()
+    started = alertmanager_script("start", str(directory), str(port))
+    assert started.returncode == 0, f"alertmanager.sh start failed:\n{started.stderr}"
+    try:
+        yield Alertmanager(f"http://127.0.0.1:{port}", directory)
+    finally:
+        stopped = alertmanager_script("stop", str(directory))
+        assert stopped.returncode == 0, f"alertmanager.sh stop failed:\n{stopped.stderr}"

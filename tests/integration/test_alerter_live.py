@@ -181,12 +181,20 @@ async def test_silences_need_a_token_and_mute_notifications_but_not_history(
                 assert expired.status_code == 200
                 listed = (await http.get("/v1/silences")).json()["silences"]
                 assert silence_id not in [s["id"] for s in listed]
+                # The silence is over and the alert still fires: the held-back page goes out,
+                # under the id of the transition it belongs to.
+                await eventually(
+                    lambda: firing_and_resolved(hook)["firing"] == 1, 30, "the held-back page"
+                )
+                held_back = [h["id"] for h in detail["history"] if h["to_state"] == "firing"]
+                assert hook.accepted_ids() == held_back
                 await publish_round(kafka, HEALTHY, WINDOWS)
                 await eventually(lambda: firing_and_resolved(hook)["resolved"] == 1, 60, "resolve")
+                await asyncio.sleep(1.0)
+                assert firing_and_resolved(hook) == {"firing": 1, "resolved": 1}
                 metrics = (await http.get("/metrics")).text
-                assert (
-                    'gapwatch_alerter_deliveries_total{receiver="hook",result="ok"} 1.0' in metrics
-                )
+                ok = 'gapwatch_alerter_deliveries_total{receiver="hook",result="ok"} 2.0'
+                assert ok in metrics
         finally:
             stop_process(alerter.process)
             await hook.stop()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,44 +23,16 @@ from gapwatch_alerter.receivers import (
     build_receivers,
     verify_signature,
 )
-from tests.integration.conftest import REPO, free_port
+from tests.integration.conftest import Alertmanager, alertmanager_script
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = REPO / "deploy" / "local" / "alertmanager.sh"
 ALERTER = "http://alerter.test:8090"
 HOOK_SECRET = "integration-hook-secret-5b1c"
 ROUTING_KEY = "integrationroutingkey00000000001"
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def script(*args: str) -> subprocess.CompletedProcess[str]:
-    # The first run on a fresh machine installs the package: allow for apt.
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=600, check=False
-    )
-
-
-@dataclass
-class Alertmanager:
-    url: str
-    dir: Path
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
-    """A fresh Alertmanager on a free port, its storage in this test's tmp dir."""
-    directory = tmp_path / "alertmanager"
-    port = free_port()
-    started = script("start", str(directory), str(port))
-    assert started.returncode == 0, f"alertmanager.sh start failed:\n{started.stderr}"
-    try:
-        yield Alertmanager(f"http://127.0.0.1:{port}", directory)
-    finally:
-        stopped = script("stop", str(directory))
-        assert stopped.returncode == 0, f"alertmanager.sh stop failed:\n{stopped.stderr}"
 
 
 def config(*receivers: dict[str, Any]) -> AlertsConfig:
@@ -235,7 +205,7 @@ async def test_alertmanager_wrong_path_and_stopped_server(alertmanager: Alertman
         outcome = await clients["wrong"].deliver(t)
         assert (outcome.ok, outcome.retriable, outcome.status) == (False, False, 404)
 
-        stopped = script("stop", str(alertmanager.dir))
+        stopped = alertmanager_script("stop", str(alertmanager.dir))
         assert stopped.returncode == 0, stopped.stderr
         assert not (alertmanager.dir / "alertmanager.pid").exists()
         outcome = await clients["am"].deliver(t)

@@ -589,7 +589,7 @@ def test_divergence_counts_each_promise_once() -> None:
     fewer = window_record(
         "1h", met=4, breached=3, delivered_late=3, delivered_p90=3000.0, promised_p90=1000.0
     )
-    assert run(rules(divergence_rule()), fewer)[("slow", ("a",))].firing is None
+    assert run(rules(divergence_rule()), fewer)[("slow", ("a",))].firing is False
 
 
 def test_divergence_ignores_segments_below_min_events() -> None:
@@ -604,9 +604,13 @@ def test_divergence_ignores_segments_below_min_events() -> None:
     assert verdict.figures["ratio"] == 1.5
 
 
-def test_divergence_with_only_small_segments_is_no_data() -> None:
+def test_divergence_with_only_small_segments_is_too_few_to_judge_not_no_data() -> None:
+    # Like the burn-rate volume guard: fresh figures below min_events are healthy, so a firing
+    # alert can resolve when volume drops; only missing or stale figures are no data.
     record = window_record("1h", met=9, delivered_p90=10000.0, promised_p90=1000.0)
-    assert run(rules(divergence_rule()), record)[("slow", ("a",))].firing is None
+    verdict = run(rules(divergence_rule()), record)[("slow", ("a",))]
+    assert verdict.firing is False
+    assert verdict.figures == {"min_events": 10, "segments": 1}
 
 
 @pytest.mark.parametrize(

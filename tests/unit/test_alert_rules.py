@@ -549,3 +549,21 @@ def test_check_labels_with_no_segment_labels_reports_every_label() -> None:
         "rules[1] (slow-delivery).group_by",
         "rules[1] (slow-delivery).group_by",
     ]
+
+
+@pytest.mark.parametrize(("objective", "fires"), [(0.9, False), (0.95, True)])
+def test_a_burn_factor_above_the_highest_possible_burn_is_refused(
+    objective: float, fires: bool
+) -> None:
+    # At 90 % the most a window can burn is 1 / 0.1 = 10x: a 14.4x page could never fire.
+    condition = {"type": "burn_rate", "objective": objective}
+    document = {"version": "1", "rules": [{"name": "r", "condition": condition}]}
+    if fires:
+        AlertsConfig.model_validate(document)
+        return
+    with pytest.raises(ValidationError) as caught:
+        AlertsConfig.model_validate(document)
+    errors = [e for e in caught.value.errors() if e["type"] == "factor_unreachable"]
+    assert errors[0]["loc"][:3] == ("rules", 0, "condition")
+    assert "windows[0]: factor 14.4 can never fire at objective 0.9" in errors[0]["msg"]
+    assert "highest possible burn rate is 10.0" in errors[0]["msg"]

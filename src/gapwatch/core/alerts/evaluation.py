@@ -421,6 +421,10 @@ def _divergence(
         if worst is None or excess > worst[0]:
             worst = (excess, figures, key)
     if not judged or worst is None:
+        if total.fresh:  # figures, but no segment with enough outcomes: too few to judge
+            figures = {"min_events": condition.min_events, "segments": len(total.segments)}
+            summary = f"{_describe(rule, group)}: too few outcomes over {condition.window}"
+            return Verdict(False, rule.severity, summary, figures, condition.window)
         return Verdict(None, rule.severity, _no_data(rule, group))
     excess, figures, key = worst
     where = ", ".join(f"{k}={v}" for k, v in key)

@@ -137,6 +137,24 @@ class BurnRateCondition(_Config):
         default=10, ge=1, description="Fewest met + breached in the long window to judge at all."
     )
 
+    @model_validator(mode="after")
+    def _reachable(self) -> Self:
+        ceiling = 1.0 / (1.0 - self.objective)  # every promise breached
+        for i, pair in enumerate(self.windows):
+            if pair.factor > ceiling + 1e-9:
+                raise PydanticCustomError(
+                    "factor_unreachable",
+                    "windows[{i}]: factor {factor} can never fire at objective {objective}: "
+                    "the highest possible burn rate is {ceiling}",
+                    {
+                        "i": i,
+                        "factor": pair.factor,
+                        "objective": self.objective,
+                        "ceiling": round(ceiling, 3),
+                    },
+                )
+        return self
+
 
 class DivergenceCondition(_Config):
     """Delivered response times pulling away from what was promised."""
