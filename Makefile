@@ -57,8 +57,12 @@ lint: $(STAMP)  ## ruff lint and format check
 	@$(VENV)/bin/ruff check src services tests bench
 	@$(VENV)/bin/ruff format --check src services tests bench
 
-typecheck: $(STAMP)  ## mypy --strict on the core
+typecheck: $(STAMP)  ## mypy --strict on the core and the alerter
 	@$(VENV)/bin/mypy
+	@# services/alerter is the package gapwatch_alerter only once installed; mypy needs the name
+	@mkdir -p .run/typecheck && ln -sfn ../../services/alerter .run/typecheck/gapwatch_alerter
+	@MYPYPATH=src:.run/typecheck $(VENV)/bin/mypy --strict --follow-imports=silent \
+	  --ignore-missing-imports --no-warn-unused-ignores .run/typecheck/gapwatch_alerter
 
 schemas: $(STAMP)  ## regenerate schemas/ from the event models
 	@$(VENV)/bin/gapwatch schemas

@@ -72,25 +72,25 @@ class Dispatcher:
                 if not self.listening:
                     await self.store.listen_outbox(self.wake.set)
                     self.listening = True
-                claimed = await self.store.claim_deliveries(
-                    self.settings.alerter_delivery_batch, self.settings.alerter_lease_seconds
-                )
+                # Pages never queue behind the Kafka copies of transitions: each has its claim.
+                batch = self.settings.alerter_delivery_batch
+                lease = self.settings.alerter_lease_seconds
+                to_kafka = await self.store.claim_deliveries(batch, lease, [KAFKA_RECEIVER])
+                to_receivers = await self.store.claim_deliveries(batch, lease, self.receivers)
                 await self._export_depth()
-                if not claimed:
+                if not to_kafka and not to_receivers:
                     self.wake.clear()
                     try:
                         await asyncio.wait_for(self.wake.wait(), timeout=1.0)
                     except TimeoutError:
                         pass
                     continue
-                to_kafka = [d for d in claimed if d.receiver == KAFKA_RECEIVER]
+                for delivery in to_receivers:
+                    task = asyncio.create_task(self._deliver(delivery))
+                    self.in_flight.add(task)
+                    task.add_done_callback(self.in_flight.discard)
                 if to_kafka:
                     await self._publish(to_kafka)
-                for delivery in claimed:
-                    if delivery.receiver != KAFKA_RECEIVER:
-                        task = asyncio.create_task(self._deliver(delivery))
-                        self.in_flight.add(task)
-                        task.add_done_callback(self.in_flight.discard)
             except StoreUnavailable as exc:
                 log.warning("outbox paused: PostgreSQL unavailable (%s)", exc)
                 self.listening = False
@@ -123,12 +123,16 @@ class Dispatcher:
                 )
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
+        published = []
         for d, result in zip(deliveries, results, strict=True):
             if isinstance(result, BaseException):
-                outcome = DeliveryOutcome(False, True, None, f"kafka: {type(result).__name__}")
+                failure = DeliveryOutcome(False, True, None, f"kafka: {type(result).__name__}")
+                await self._record(d, failure)
             else:
-                outcome = DeliveryOutcome(True, False, None, "")
-            await self._record(d, outcome)
+                published.append(d.id)
+        if published:
+            self.metrics.deliveries.labels(KAFKA_RECEIVER, "ok").inc(len(published))
+            await _retrying(lambda: self.store.mark_delivered_many(published))
 
     async def _deliver(self, delivery: Delivery) -> None:
         client = self.receivers.get(delivery.receiver)

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -164,8 +163,8 @@ class Engine:
         for tp in tps:
             if tp.partition in self.committed:
                 reader.seek(tp, self.committed[tp.partition])
-            elif found.get(tp) is not None:
-                reader.seek(tp, found[tp].offset)  # type: ignore[union-attr]
+            elif (hit := found.get(tp)) is not None:
+                reader.seek(tp, hit.offset)
             else:
                 await reader.seek_to_end(tp)
             self.positions[tp.partition] = await reader.position(tp)
@@ -181,7 +180,8 @@ class Engine:
 
     def _take(
         self, value: bytes | None, tp: TopicPartition, offset: int, key: bytes | None
-    ) -> None:
+    ) -> bytes | None:
+        """Put one record in the book; a record that is not figures comes back as a dead letter."""
         try:
             record = orjson.loads(value or b"")
             if not isinstance(record, dict):
@@ -220,26 +220,10 @@ class Engine:
         """Judge every rule at `now` and commit what changed; returns the new transitions."""
         started = time.monotonic()
         await self.producer.flush()  # dead letters of this batch are on the broker first
-        known: dict[str, list[GroupKey]] = {}
-        for rule_name, group in self.by_group:
-            known.setdefault(rule_name, []).append(group)
-        verdicts = self.evaluator.evaluate(self.book, now, known)
-        changed: list[Alert] = []
-        transitions: list[Transition] = []
-        for (rule_name, group), verdict in verdicts.items():
-            fp = self.by_group.get((rule_name, group))
-            if fp is None:
-                if not verdict.firing:
-                    continue  # nothing to remember about a group that never alerted
-                rule = self.rules[rule_name]
-                alert = Alert.new(rule_name, dict(zip(rule.group_by, group, strict=True)))
-            else:
-                alert = self.alerts[fp]
-            rule = self.rules[rule_name]
-            after, moved = advance(alert, verdict, now, rule)
-            if moved or _differs(alert, after):
-                changed.append(after)
-                transitions.extend(moved)
+        # Judging thousands of rules is CPU work: a worker thread keeps the event loop (outbox
+        # deliveries, the API) responsive meanwhile. Nothing else touches the book or the alerts
+        # while it runs: this coroutine is their only writer and it waits here.
+        changed, transitions = await asyncio.to_thread(self._judge, now)
         evaluated = time.monotonic()
         if changed or self.positions != self.committed or self.muted:
             silences = await self.store.active_silences(now)
@@ -297,6 +281,29 @@ class Engine:
         self.evaluated = asyncio.Event()
         return transitions
 
+    def _judge(self, now: datetime) -> tuple[list[Alert], list[Transition]]:
+        """Every rule's verdicts at `now`, and the alerts and transitions they lead to."""
+        known: dict[str, list[GroupKey]] = {}
+        for rule_name, group in self.by_group:
+            known.setdefault(rule_name, []).append(group)
+        verdicts = self.evaluator.evaluate(self.book, now, known)
+        changed: list[Alert] = []
+        transitions: list[Transition] = []
+        for (rule_name, group), verdict in verdicts.items():
+            fp = self.by_group.get((rule_name, group))
+            rule = self.rules[rule_name]
+            if fp is None:
+                if not verdict.firing:
+                    continue  # nothing to remember about a group that never alerted
+                alert = Alert.new(rule_name, dict(zip(rule.group_by, group, strict=True)))
+            else:
+                alert = self.alerts[fp]
+            after, moved = advance(alert, verdict, now, rule)
+            if moved or _differs(alert, after):
+                changed.append(after)
+                transitions.extend(moved)
+        return changed, transitions
+
     def _receivers(
         self, rule: str, severity: Severity, labels: Mapping[str, str]
     ) -> tuple[str, ...]:
@@ -313,13 +320,25 @@ class Engine:
             for state in AlertState:
                 for severity in Severity:
                     gauge.labels(state.value, rule, severity.value).set(0)
-        for (state, rule, severity), n in counts.items():
-            gauge.labels(state, rule, severity).set(n)
+        for (state_name, rule_name, severity_name), n in counts.items():
+            gauge.labels(state_name, rule_name, severity_name).set(n)
 
 
 def _differs(before: Alert, after: Alert) -> bool:
     """Whether anything worth storing changed (the evaluation time alone is not)."""
-    return replace(before, evaluated_at=None) != replace(after, evaluated_at=None)
+    return (
+        before.state is not after.state
+        or before.sequence != after.sequence
+        or before.severity is not after.severity
+        or before.clear_since != after.clear_since
+        or before.pending_since != after.pending_since
+        or before.firing_since != after.firing_since
+        or before.resolved_at != after.resolved_at
+        or before.summary != after.summary
+        or before.window != after.window
+        or before.latest_breached != after.latest_breached
+        or before.figures != after.figures
+    )
 
 
 def group_key(rule: Rule, labels: Mapping[str, str]) -> GroupKey:

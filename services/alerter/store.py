@@ -388,6 +388,15 @@ class AlertStore:
         )
 
     @_guarded
+    async def mark_delivered_many(self, delivery_ids: Collection[int]) -> None:
+        """Record many successful deliveries at once (the Kafka publisher's batches)."""
+        await self._pool.execute(
+            "UPDATE outbox SET delivered_at = now() WHERE id = ANY($1::bigint[])"
+            " AND delivered_at IS NULL",
+            list(delivery_ids),
+        )
+
+    @_guarded
     async def mark_delivered(self, delivery_id: int, status: int | None) -> None:
         """Record a successful delivery (with the receiver's HTTP status, if any)."""
         await self._pool.execute(

@@ -22,7 +22,13 @@ from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch_alerter.receivers import verify_signature
-from tests.integration.conftest import free_port, infra_env, spawn, wait_until_ready
+from tests.integration.conftest import (
+    free_port,
+    infra_env,
+    spawn,
+    stop_process,
+    wait_until_ready,
+)
 
 WEBHOOK_SECRET = "webhook-secret-for-tests-91c2"
 ALERTER_TOKEN = "alerter-token-for-tests-5d1e"
@@ -242,3 +248,63 @@ async def eventually(check: Any, timeout: float, what: str, interval: float = 0.
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def burn_rule() -> dict[str, Any]:
+    """A first-response burn-rate rule per team, quick to fire and resolve (for 1 s, hold 2 s)."""
+    return {
+        "name": "first-response-burn",
+        "promise_kinds": ["first_response"],
+        "group_by": ["team"],
+        "condition": {"type": "burn_rate", "objective": 0.95, "min_events": 10},
+        "for": "1s",
+        "hold": "2s",
+    }
+
+
+def webhook_receiver(url: str) -> dict[str, Any]:
+    return {"name": "hook", "type": "webhook", "url": url, "secret_env": "GAPWATCH_WEBHOOK_SECRET"}
+
+
+@dataclass
+class Rig:
+    """A running alerter with its own schema and rules, notifying a webhook."""
+
+    kafka: KafkaSettings
+    work: Path
+    schema: str
+    rules: Path
+    hook: FlakyWebhook
+    alerter: AlerterProcess
+
+    async def restart(self) -> None:
+        """Start the alerter again on the same schema and rules (after the test stopped it)."""
+        self.alerter = await asyncio.to_thread(
+            start_alerter, self.kafka, self.work, self.schema, self.rules
+        )
+
+    def states(self) -> dict[str, int]:
+        """How many firing and resolved notifications the webhook accepted."""
+        counts: dict[str, int] = {}
+        for r in self.hook.accepted():
+            state = r.body["transition"]["to_state"]
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+
+@asynccontextmanager
+async def alerter_rig(kafka: KafkaSettings, work: Path, fail_first: int = 0) -> AsyncIterator[Rig]:
+    """The alerter with `burn_rule` and a webhook refusing its first `fail_first` calls."""
+    hook = FlakyWebhook(fail_first=fail_first)
+    await hook.start()
+    rules = write_rules(work / "alerts.yaml", [burn_rule()], [webhook_receiver(hook.url)])
+    try:
+        async with fresh_schema() as schema:
+            alerter = await asyncio.to_thread(start_alerter, kafka, work, schema, rules)
+            rig = Rig(kafka, work, schema, rules, hook, alerter)
+            try:
+                yield rig
+            finally:
+                stop_process(rig.alerter.process)
+    finally:
+        await hook.stop()

@@ -12,23 +12,9 @@ import pytest
 from gapwatch.core.alerts.events import AlertEvent
 from gapwatch.core.topics import Stream
 from gapwatch.kafka.settings import KafkaSettings
-from tests.integration.alerter_support import (
-    FlakyWebhook,
-    eventually,
-    fresh_schema,
-    publish_round,
-    start_alerter,
-    write_rules,
-)
-from tests.integration.conftest import REPO, read_topic, stop_process
-from tests.integration.test_alerter_live import (
-    HEALTHY,
-    SLIPPING,
-    WINDOWS,
-    burn_rule,
-    firing_and_resolved,
-    webhook_receiver,
-)
+from tests.integration.alerter_support import alerter_rig, eventually, publish_round
+from tests.integration.conftest import REPO, read_topic
+from tests.integration.test_alerter_live import HEALTHY, SLIPPING, WINDOWS
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(300)]
 
@@ -42,7 +28,7 @@ def postgres(action: str) -> None:
     assert done.returncode == 0, f"postgres.sh {action}: {done.stderr}"
 
 
-def ready(url: str) -> int:
+def readiness(url: str) -> int:
     try:
         return httpx.get(url + "/readyz", timeout=5).status_code
     except httpx.TransportError:
@@ -52,36 +38,28 @@ def ready(url: str) -> int:
 async def test_postgres_restart_mid_incident_loses_and_repeats_nothing(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
-    hook = FlakyWebhook()
-    await hook.start()
-    rules = write_rules(tmp_path / "alerts.yaml", [burn_rule()], [webhook_receiver(hook.url)])
-    async with fresh_schema() as schema:
-        alerter = await asyncio.to_thread(start_alerter, kafka, tmp_path, schema, rules)
+    async with alerter_rig(kafka, tmp_path) as rig:
+        await publish_round(kafka, SLIPPING, WINDOWS)
+        await eventually(lambda: rig.states().get("firing") == 1, 60, "the page")
+        await asyncio.to_thread(postgres, "stop")
         try:
-            await publish_round(kafka, SLIPPING, WINDOWS)
-            await eventually(lambda: firing_and_resolved(hook)["firing"] == 1, 60, "the page")
-            await asyncio.to_thread(postgres, "stop")
-            try:
 
-                async def unready() -> bool:
-                    return await asyncio.to_thread(ready, alerter.url) == 503
+            async def unready() -> bool:
+                return await asyncio.to_thread(readiness, rig.alerter.url) == 503
 
-                await eventually(unready, 30, "readyz to say 503")
-                # The recovery arrives while PostgreSQL is down: it cannot be committed yet.
-                await publish_round(kafka, HEALTHY, WINDOWS)
-                await asyncio.sleep(3.0)
-                assert alerter.process.poll() is None, "the alerter survives the outage"
-                assert firing_and_resolved(hook)["resolved"] == 0
-            finally:
-                await asyncio.to_thread(postgres, "start")
-            await eventually(lambda: firing_and_resolved(hook)["resolved"] == 1, 90, "resolve")
-            await asyncio.sleep(1.5)
-            ids = hook.accepted_ids()
-            assert len(ids) == len(set(ids)) == 2
-            records = await read_topic(kafka, Stream.ALERTS, expected=3, timeout=30)
-            events = [AlertEvent.model_validate_json(r.value) for r in records]
-            assert [e.data.to_state.value for e in events] == ["pending", "firing", "resolved"]
-            assert len({e.id for e in events}) == 3
+            await eventually(unready, 30, "readyz to say 503")
+            # The recovery arrives while PostgreSQL is down: it cannot be committed yet.
+            await publish_round(kafka, HEALTHY, WINDOWS)
+            await asyncio.sleep(3.0)
+            assert rig.alerter.process.poll() is None, "the alerter survives the outage"
+            assert "resolved" not in rig.states()
         finally:
-            stop_process(alerter.process)
-            await hook.stop()
+            await asyncio.to_thread(postgres, "start")
+        await eventually(lambda: rig.states().get("resolved") == 1, 90, "resolve")
+        await asyncio.sleep(1.5)
+        ids = rig.hook.accepted_ids()
+        assert len(ids) == len(set(ids)) == 2
+        records = await read_topic(kafka, Stream.ALERTS, expected=3, timeout=30)
+        events = [AlertEvent.model_validate_json(r.value) for r in records]
+        assert [e.data.to_state.value for e in events] == ["pending", "firing", "resolved"]
+        assert len({e.id for e in events}) == 3
