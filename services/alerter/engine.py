@@ -286,7 +286,7 @@ class Engine:
         known: dict[str, list[GroupKey]] = {}
         for rule_name, group in self.by_group:
             known.setdefault(rule_name, []).append(group)
-        verdicts = self.evaluator.evaluate(self.book, now, known)
+        verdicts = self.evaluator.evaluate(self.book, now, known, quiet=True)
         changed: list[Alert] = []
         transitions: list[Transition] = []
         for (rule_name, group), verdict in verdicts.items():

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gapwatch.core.alerts.evaluation import Evaluator, FigureError, FiguresBook, evaluate
 from gapwatch.core.alerts.lifecycle import Verdict
@@ -803,3 +805,41 @@ def test_overdue_match_filters_segments() -> None:
 
 def test_overdue_does_not_read_window_records() -> None:
     assert run(rules(overdue_rule()), window_record("1h", met=1, breached=9)) == {}
+
+
+# --- quiet mode (what the alerter uses) ----------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(
+        st.tuples(st.integers(0, 60), st.integers(0, 60), st.integers(0, 60)),
+        min_size=1,
+        max_size=12,
+    ),
+    known_teams=st.sets(st.sampled_from([f"t{i}" for i in range(12)]), max_size=4),
+)
+def test_quiet_mode_keeps_every_firing_and_known_verdict_and_drops_only_healthy_ones(
+    counts: list[tuple[int, int, int]], known_teams: set[str]
+) -> None:
+    records = []
+    for i, (met, breached, overdue) in enumerate(counts):
+        segment = {"team": f"t{i}", "region": "eu"}
+        for window in ("5m", "30m", "1h", "6h"):
+            records.append(window_record(window, met=met, breached=breached, segment=segment))
+        records.append(open_record(overdue=overdue, segment=segment))
+    cfg = rules(
+        burn_rule(condition={"min_events": 5}),
+        {"name": "late", "group_by": ["team"], "condition": {"type": "overdue", "above": 30}},
+    )
+    book = book_of(*records)
+    known = {"burn": [(t,) for t in known_teams], "late": [(t,) for t in known_teams]}
+    evaluator = Evaluator(cfg, stale_after=STALE_AFTER)
+    full = evaluator.evaluate(book, NOW, known)
+    quiet = evaluator.evaluate(book, NOW, known, quiet=True)
+    assert set(quiet) <= set(full)
+    for key, verdict in full.items():
+        if verdict.firing or key[1][0] in known_teams:
+            assert quiet[key] == verdict
+        else:
+            assert key not in quiet

@@ -212,17 +212,25 @@ class Evaluator:
         self._selections: dict[str, _Selection] = {}
 
     def evaluate(
-        self, book: FiguresBook, now: datetime, known: Mapping[str, Iterable[GroupKey]] = {}
+        self,
+        book: FiguresBook,
+        now: datetime,
+        known: Mapping[str, Iterable[GroupKey]] = {},
+        *,
+        quiet: bool = False,
     ) -> dict[tuple[str, GroupKey], Verdict]:
         """A verdict for every group of every rule with figures, and for the `known` groups.
 
         `known` names groups (per rule) that have an alert already: a group whose segments
-        vanished still gets a verdict (no data), so its alert can resolve or be kept.
+        vanished still gets a verdict (no data), so its alert can resolve or be kept. With
+        `quiet`, groups that do not fire and are not known get no verdict at all: the alerter
+        has nothing to do for them, and skipping their evidence is most of the cost.
         """
         cutoff = now.timestamp() - self.stale_after
         sums: dict[tuple[Any, ...], dict[GroupKey, _Sum]] = {}
         verdicts: dict[tuple[str, GroupKey], Verdict] = {}
         for rule in self.config.rules:
+            wanted = frozenset(known.get(rule.name, ())) if quiet else None
             selection = self._selections.get(rule.name)
             if selection is None or selection.version != book.version or selection.book != id(book):
                 selection = self._selections[rule.name] = _Selection(rule, book)
@@ -230,7 +238,7 @@ class Evaluator:
             condition = rule.condition
             results: dict[GroupKey, Verdict]
             if isinstance(condition, BurnRateCondition):
-                results = _burn_rate(rule, condition, book, selection, kinds, cutoff, sums)
+                results = _burn_rate(rule, condition, book, selection, kinds, cutoff, sums, wanted)
             elif isinstance(condition, DivergenceCondition):
                 window = _sum(book, selection, kinds, condition.window, cutoff, sums, rule)
                 results = {g: _divergence(rule, condition, g, s) for g, s in window.items()}
@@ -240,7 +248,8 @@ class Evaluator:
             else:
                 results = _overdue(rule, condition, book, selection, kinds, cutoff)
             for group, verdict in results.items():
-                verdicts[(rule.name, group)] = verdict
+                if wanted is None or verdict.firing or group in wanted:
+                    verdicts[(rule.name, group)] = verdict
             for group in known.get(rule.name, ()):
                 if (rule.name, group) not in verdicts:
                     verdicts[(rule.name, group)] = Verdict(
@@ -320,8 +329,10 @@ def _burn_rate(
     kinds: tuple[PromiseKind, ...],
     cutoff: float,
     memo: dict[tuple[Any, ...], dict[GroupKey, _Sum]],
+    wanted: frozenset[GroupKey] | None = None,
 ) -> dict[GroupKey, Verdict]:
     budget = 1.0 - condition.objective
+    pairs = [(p.long, p.short, p.factor - _EPSILON) for p in condition.windows]
     by_window = {
         name: _sum(book, selection, kinds, name, cutoff, memo, rule)
         for pair in condition.windows
@@ -333,6 +344,12 @@ def _burn_rate(
     out: dict[GroupKey, Verdict] = {}
     empty = _Sum()
     for group in groups:
+        if (
+            wanted is not None
+            and group not in wanted
+            and not _burns(by_window, pairs, group, budget, condition.min_events)
+        ):
+            continue  # healthy and never alerted: nothing to say (quiet mode)
         worst: tuple[int, dict[str, Any], str, tuple[str, ...]] | None = None
         judged = False
         first: dict[str, Any] = {}
@@ -385,6 +402,31 @@ def _burn_rate(
         else:
             out[group] = Verdict(None, rule.severity, _no_data(rule, group))
     return out
+
+
+def _burns(
+    by_window: dict[str, dict[GroupKey, _Sum]],
+    pairs: list[tuple[str, str, float]],
+    group: GroupKey,
+    budget: float,
+    min_events: int,
+) -> bool:
+    """Whether any window pair burns at its factor: the cheap test before the evidence."""
+    for long_name, short_name, factor in pairs:
+        long = by_window[long_name].get(group)
+        short = by_window[short_name].get(group)
+        if long is None or short is None or not long.fresh:
+            continue
+        total_long = long.met + long.breached
+        total_short = short.met + short.breached
+        if (
+            total_long >= min_events
+            and total_short
+            and long.breached / total_long / budget >= factor
+            and short.breached / total_short / budget >= factor
+        ):
+            return True
+    return False
 
 
 def _divergence(
