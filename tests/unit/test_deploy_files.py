@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shlex
@@ -46,8 +47,11 @@ SERVICES: dict[str, type[KafkaSettings]] = {
     "gapwatch-scorer": ScorerSettings,
     "gapwatch-alerter": AlerterSettings,
 }
-PORT_FIELD = {"gapwatch-ingest": "ingest_port", "gapwatch-scorer": "scorer_port"}
-PORT_FIELD["gapwatch-alerter"] = "alerter_port"
+PORT_FIELD = {
+    "gapwatch-ingest": "ingest_port",
+    "gapwatch-scorer": "scorer_port",
+    "gapwatch-alerter": "alerter_port",
+}
 HOST_FIELD = {cmd: field.replace("_port", "_host") for cmd, field in PORT_FIELD.items()}
 APP_SOURCE = {
     "gapwatch-ingest": ROOT / "services" / "ingest" / "app.py",
@@ -86,6 +90,14 @@ def known_env_names() -> set[str]:
     return settings_env_names() | simulator_env_names()
 
 
+def parse_cli(args: list[str], where: str) -> Any:
+    """`gapwatch ARGS` through the CLI's own parser: the subcommand and every flag must exist."""
+    try:
+        return build_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"{where}: `gapwatch {' '.join(args)}` is not a valid gapwatch command line")
+
+
 def serves(command: str, path: str) -> bool:
     """Whether the service started by `command` answers `path` (its app declares the route)."""
     return f'"{path}"' in APP_SOURCE[command].read_text()
@@ -116,11 +128,6 @@ def alerts_copy_body(path: Path) -> str:
     text = path.read_text()
     assert COPY_MARKER in text, f"{path}: missing the line {COPY_MARKER.strip()!r}"
     return text.split(COPY_MARKER, 1)[1]
-
-
-def host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host, int(port)
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
@@ -190,6 +197,33 @@ def gapwatch_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def port_mappings(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, published port, container port) in compose v1's or v2's `config` form."""
+    mappings = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            mappings.append((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+        else:
+            host, published, target = str(port).split("/")[0].rsplit(":", 2)
+            mappings.append((host, int(published), int(target)))
+    return mappings
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """Container path -> (type bind|volume, source, read-only), from v1's or v2's `config`."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            kind, source, target = volume["type"], volume["source"], volume["target"]
+            read_only = bool(volume.get("read_only"))
+        else:
+            source, target, *mode = str(volume).split(":")
+            kind = "bind" if source.startswith((".", "/")) else "volume"
+            read_only = mode == ["ro"]
+        found[target] = (kind, source, read_only)
+    return found
+
+
 def effective_port(command: str, env: dict[str, Any]) -> int:
     field = PORT_FIELD[command]
     name = env_name(SERVICES[command], field)
@@ -225,8 +259,7 @@ def test_compose_commands_are_entry_points(compose: dict[str, Any]) -> None:
         assert command[0] in scripts, f"{name}: {command[0]} is not in [project.scripts]"
         assert service["image"] == "gapwatch:local", f"{name}: not the image the Dockerfile builds"
         if command[0] == "gapwatch":
-            # The CLI's own parser: the subcommand and every flag must exist.
-            build_parser().parse_args(command[1:])
+            parse_cli(command[1:], name)
         else:
             assert command[1:] == [], f"{name}: {command[0]} takes no arguments"
     assert compose["services"]["topics"]["command"] == ["gapwatch", "topics"]
@@ -265,16 +298,17 @@ def test_compose_ports_match_the_settings(compose: dict[str, Any]) -> None:
             continue
         port = effective_port(command, service["environment"])
         ports[name] = port
-        published = [str(p).split("/")[0] for p in service.get("ports", [])]
+        published = port_mappings(service)
         assert published, f"{name}: port {port} is not published"
-        for mapping in published:
-            assert int(mapping.rsplit(":", 1)[1]) == port, f"{name}: {mapping} is not port {port}"
+        for host, _, target in published:
+            assert target == port, f"{name}: publishes container port {target}, serves {port}"
+            assert host == "127.0.0.1", f"{name}: publish on the host's loopback only"
         url = urlsplit(service["healthcheck"]["test"][-1])
         assert url.port == port, f"{name}: the healthcheck probes {url.port}, it serves {port}"
     assert ports == {"ingest": 8081, "scorer": 8082, "alerter": 8083}
 
     # Clients name the ports the services listen on.
-    simulator = build_parser().parse_args(services["simulator"]["command"][1:])
+    simulator = parse_cli(services["simulator"]["command"][1:], "simulator")
     assert urlsplit(simulator.to).hostname == "ingest"
     assert urlsplit(simulator.to).port == ports["ingest"]
 
@@ -346,22 +380,21 @@ def test_compose_volumes(compose: dict[str, Any]) -> None:
     project: Path = compose["_project"]
     services = compose["services"]
     for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = str(volume).split(":")[0]
-            if source.startswith("/"):
+        for kind, source, read_only in mounts(service).values():
+            if kind == "bind":
                 relative = Path(source).relative_to(project)
                 assert (ROOT / relative).exists(), f"{name}: bind mount {relative} does not exist"
-                assert str(volume).endswith(":ro"), f"{name}: mount {relative} read-only"
+                assert read_only, f"{name}: mount {relative} read-only"
             else:
                 assert source in compose["volumes"], f"{name}: volume {source} is not declared"
     scorer = services["scorer"]
     data_dir = scorer["environment"]["GAPWATCH_SCORER_DATA_DIR"]
-    targets = {str(v).split(":")[1]: str(v).split(":")[0] for v in scorer["volumes"]}
-    assert targets.get(data_dir) in compose["volumes"], "scorer state must be on a named volume"
+    kind, source, _ = mounts(scorer)[data_dir]
+    assert kind == "volume", "the scorer's state must be on a named volume"
     alerter = services["alerter"]
     rules = alerter["environment"]["GAPWATCH_ALERTER_RULES_FILE"]
-    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in alerter["volumes"]}
-    assert Path(mounts[rules]).relative_to(project) == Path("deploy/docker/alerts.yaml")
+    kind, source, _ = mounts(alerter)[rules]
+    assert Path(source).relative_to(project) == Path("deploy/docker/alerts.yaml")
 
 
 def test_compose_holds_no_secret(compose_raw: dict[str, Any], compose: dict[str, Any]) -> None:
@@ -400,7 +433,51 @@ def test_compose_alerts_are_the_repo_alerts_but_for_alertmanager(compose: dict[s
     urls = {r.name: getattr(r, "url", None) for r in config.receivers}
     assert COMPOSE_ALERTMANAGER in urls.values()
     alertmanager = compose["services"]["alertmanager"]
-    assert any(str(p).split("/")[0].endswith(":9093") for p in alertmanager["ports"])
+    assert [target for _, _, target in port_mappings(alertmanager)] == [9093]
+
+
+def datasource_uids(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        source = node.get("datasource")
+        if isinstance(source, dict) and isinstance(source.get("uid"), str):
+            yield source["uid"]
+        for value in node.values():
+            yield from datasource_uids(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from datasource_uids(value)
+
+
+def test_grafana_provisioning_matches_compose(compose: dict[str, Any]) -> None:
+    project: Path = compose["_project"]
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    grafana = compose["services"]["grafana"]
+    by_source = {
+        Path(source).relative_to(project): target
+        for target, (kind, source, _) in mounts(grafana).items()
+        if kind == "bind"
+    }
+    assert by_source[Path("deploy/grafana/provisioning")] == "/etc/grafana/provisioning"
+    dashboards_dir = by_source[Path("deploy/grafana/dashboards")]
+
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (prometheus,) = datasources["datasources"]
+    url = urlsplit(prometheus["url"])
+    prometheus_ports = [t for _, _, t in port_mappings(compose["services"]["prometheus"])]
+    assert (url.hostname, url.port) == ("prometheus", prometheus_ports[0])
+
+    providers = yaml.safe_load((provisioning / "dashboards" / "gapwatch.yml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["options"]["path"] == dashboards_dir
+
+    home = Path(grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert home.parent == Path(dashboards_dir)
+    dashboards = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+    assert home.name in {d.name for d in dashboards}, f"no dashboard {home.name}"
+    for dashboard in dashboards:
+        uids = set(datasource_uids(json.loads(dashboard.read_text())))
+        unknown = {u for u in uids if not u.startswith(("$", "-- "))} - {prometheus["uid"]}
+        assert not unknown, f"{dashboard.name} names datasources Grafana does not have: {unknown}"
 
 
 def test_compose_kafka_matches_the_local_broker(compose: dict[str, Any]) -> None:
@@ -477,15 +554,11 @@ def dockerignored(patterns: list[str], path: str) -> bool:
     candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     excluded = False
     for pattern in patterns:
-        negated = pattern.startswith("!")
-        glob = pattern.lstrip("!").rstrip("/").replace("**/", "*/")
-        for candidate in candidates:
-            if fnmatch.fnmatchcase(candidate, glob) or (
-                pattern.lstrip("!").startswith("**/")
-                and fnmatch.fnmatchcase(candidate, glob.removeprefix("*/"))
-            ):
-                excluded = not negated
-                break
+        glob = pattern.removeprefix("!").rstrip("/")
+        # fnmatch's `*` also matches `/`, so `*/x` stands for `**/x`; `**/x` matches a top-level x.
+        globs = {glob.replace("**/", "*/"), glob.removeprefix("**/")}
+        if any(fnmatch.fnmatchcase(c, g) for c in candidates for g in globs):
+            excluded = not pattern.startswith("!")
     return excluded
 
 
@@ -528,10 +601,12 @@ def strategic_merge(target: Any, patch: Any) -> Any:
         and isinstance(patch, list)
         and all(isinstance(i, dict) and "name" in i for i in target + patch)
     ):
-        by_name = {item["name"]: item for item in target}
-        merged_list = [strategic_merge(by_name.get(i["name"], {}), i) for i in patch]
-        patched = {i["name"] for i in patch}
-        return [i for i in target if i["name"] not in patched] + merged_list
+        patches = {item["name"]: item for item in patch}
+        kept = [
+            strategic_merge(i, patches.pop(i["name"])) if i["name"] in patches else i
+            for i in target
+        ]
+        return kept + list(patches.values())
     return patch
 
 
@@ -689,7 +764,7 @@ def test_k8s_commands_are_entry_points(rendered: list[dict[str, Any]]) -> None:
                 command = container["command"]
                 assert command[0] in scripts, f"{name}: {command[0]} is not in [project.scripts]"
                 if command[0] == "gapwatch":
-                    build_parser().parse_args(command[1:])
+                    parse_cli(command[1:], name)
                 commands[name] = command
     assert commands == {
         "gapwatch-ingest": ["gapwatch-ingest"],
@@ -772,8 +847,8 @@ def test_k8s_scorer_is_a_statefulset_within_the_partitions(
     partitions = int(env["GAPWATCH_KAFKA_PARTITIONS"])
     assert 1 <= scorer["spec"]["replicas"] <= partitions, "scorer replicas > partitions"
     (claim,) = scorer["spec"]["volumeClaimTemplates"]
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts[claim["metadata"]["name"]] == env["GAPWATCH_SCORER_DATA_DIR"]
+    mount_paths = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mount_paths[claim["metadata"]["name"]] == env["GAPWATCH_SCORER_DATA_DIR"]
     assert scorer["spec"]["serviceName"] in {
         r["metadata"]["name"] for r in rendered if r["kind"] == "Service"
     }
