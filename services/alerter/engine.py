@@ -36,6 +36,8 @@ from gapwatch_alerter.store import AlertStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 KAFKA_RECEIVER = "kafka"
+EVIDENCE_REFRESH_SECONDS = 15.0
+"""How stale the stored figures of an alert whose state did not change may get."""
 """The outbox's name for publishing a transition on gapwatch.alerts.v1."""
 
 
@@ -67,6 +69,7 @@ class Engine:
         # Firing alerts whose page a silence held back: paged when it ends, never resolved to
         # receivers that never heard of them.
         self.muted: set[str] = set()
+        self.stored_at: dict[str, float] = {}  # monotonic time each alert was last stored
         self.leading = False
         self.last_evaluation = 0.0
         self.received_at: float | None = None  # monotonic time the oldest unevaluated record came
@@ -223,7 +226,9 @@ class Engine:
         # Judging thousands of rules is CPU work: a worker thread keeps the event loop (outbox
         # deliveries, the API) responsive meanwhile. Nothing else touches the book or the alerts
         # while it runs: this coroutine is their only writer and it waits here.
-        changed, transitions = await asyncio.to_thread(self._judge, now)
+        changed, refreshed, transitions = await asyncio.to_thread(self._judge, now)
+        for alert in refreshed:  # newer evidence, same state: kept in memory, stored later
+            self.alerts[alert.fingerprint] = alert
         evaluated = time.monotonic()
         if changed or self.positions != self.committed or self.muted:
             silences = await self.store.active_silences(now)
@@ -261,8 +266,10 @@ class Engine:
             await self.store.commit(changed, transitions, deliveries, offsets, silenced)
             self.committed = dict(self.positions)
             self.muted = muted
+            stored_at = time.monotonic()
             for alert in changed:
                 self.alerts[alert.fingerprint] = alert
+                self.stored_at[alert.fingerprint] = stored_at
                 rule = self.rules[alert.rule]
                 key = (alert.rule, tuple(alert.labels[label] for label in rule.group_by))
                 self.by_group[key] = alert.fingerprint
@@ -281,8 +288,15 @@ class Engine:
         self.evaluated = asyncio.Event()
         return transitions
 
-    def _judge(self, now: datetime) -> tuple[list[Alert], list[Transition]]:
-        """Every rule's verdicts at `now`, and the alerts and transitions they lead to."""
+    def _judge(self, now: datetime) -> tuple[list[Alert], list[Alert], list[Transition]]:
+        """Every rule's verdicts at `now`: alerts to store, alerts to refresh, transitions.
+
+        A firing alert's figures change with every snapshot; storing them each time would
+        rewrite every firing alert every second. Evidence alone is stored at most every
+        `EVIDENCE_REFRESH_SECONDS` (and with every transition); the state, always at once.
+        """
+        refreshed: list[Alert] = []
+        clock = time.monotonic()
         known: dict[str, list[GroupKey]] = {}
         for rule_name, group in self.by_group:
             known.setdefault(rule_name, []).append(group)
@@ -299,10 +313,16 @@ class Engine:
             else:
                 alert = self.alerts[fp]
             after, moved = advance(alert, verdict, now, rule)
-            if moved or _differs(alert, after):
+            if moved or _state_differs(alert, after):
                 changed.append(after)
                 transitions.extend(moved)
-        return changed, transitions
+            elif _evidence_differs(alert, after):
+                stored = self.stored_at.get(after.fingerprint, 0.0)
+                if clock - stored >= EVIDENCE_REFRESH_SECONDS:
+                    changed.append(after)
+                else:
+                    refreshed.append(after)
+        return changed, refreshed, transitions
 
     def _receivers(
         self, rule: str, severity: Severity, labels: Mapping[str, str]
@@ -324,8 +344,8 @@ class Engine:
             gauge.labels(state_name, rule_name, severity_name).set(n)
 
 
-def _differs(before: Alert, after: Alert) -> bool:
-    """Whether anything worth storing changed (the evaluation time alone is not)."""
+def _state_differs(before: Alert, after: Alert) -> bool:
+    """Whether the alert's state or its timers changed (stored at once)."""
     return (
         before.state is not after.state
         or before.sequence != after.sequence
@@ -334,7 +354,13 @@ def _differs(before: Alert, after: Alert) -> bool:
         or before.pending_since != after.pending_since
         or before.firing_since != after.firing_since
         or before.resolved_at != after.resolved_at
-        or before.summary != after.summary
+    )
+
+
+def _evidence_differs(before: Alert, after: Alert) -> bool:
+    """Whether only the evidence changed: summary, figures, window, breached items."""
+    return (
+        before.summary != after.summary
         or before.window != after.window
         or before.latest_breached != after.latest_breached
         or before.figures != after.figures
