@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run ingest infra infra-down infra-status topics test test-unit test-integration \
+.PHONY: help demo run ingest infra infra-down infra-status topics test test-unit test-integration \
         lint typecheck schemas bench-ingest bench-scorer bench-alerter scorer alerter clean
 
 help:  ## list the commands
@@ -36,7 +36,10 @@ topics: $(STAMP)  ## create gapwatch's topics on the running broker (idempotent)
 
 # --- run ---------------------------------------------------------------------------------------
 
-run: infra  ## the main command: infra, then the ingest service on 127.0.0.1:8081 (Ctrl-C stops it)
+demo: $(STAMP)  ## the main command: everything, a team slipping, alerts firing, live (MINUTES=4 to stop)
+	@bash deploy/local/demo.sh $(if $(MINUTES),--minutes $(MINUTES))
+
+run: infra  ## infra, then the ingest service alone on 127.0.0.1:8081 (Ctrl-C stops it)
 	@set -a; source .run/infra.env; set +a; \
 	  export GAPWATCH_INGEST_TOKENS="$${GAPWATCH_INGEST_TOKENS:-dev-token}"; \
 	  echo "ingest: http://127.0.0.1:$${GAPWATCH_INGEST_PORT:-8081}  (token: \$$GAPWATCH_INGEST_TOKENS)"; \

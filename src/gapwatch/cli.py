@@ -179,7 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--slip-end", type=float, default=30.0, help="team-slip: wall-clock minute it recovers"
     )
     sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser(
+        "demo", help="run the whole stack with a live view of a team slipping (needs make infra)"
+    )
+    demo.add_argument(
+        "--minutes", type=float, default=None, help="stop after this long and print a summary"
+    )
+    demo.add_argument("--rate", type=float, default=300.0, help="simulated events per second")
+    demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gapwatch.demo import run_demo
+
+    try:
+        return run_demo(args.minutes, args.rate)
+    except RuntimeError as exc:
+        sys.stderr.write(f"gapwatch demo: {exc}\n")
+        return 1
 
 
 def main(argv: list[str] | None = None) -> None:
