@@ -87,8 +87,12 @@ ensure_libs() {
   tmp="$(mktemp -d "$CACHE_DIR/kafka/.tmp-$VERSION.XXXXXX")"
   t0="$(now_ms)"
   log "resolving Kafka $VERSION jars from Maven Central into $LIBS (first run only)"
-  if ! mvn -B -q -f "$POM" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp/libs" >"$KAFKA_DIR/maven.log" 2>&1; then
+  # Progress on stderr (a count of files fetched), the whole log in maven.log.
+  if ! mvn -B -f "$POM" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$tmp/libs" 2>&1 |
+    tee "$KAFKA_DIR/maven.log" |
+    awk '/Downloaded from/ { n++; if (n % 25 == 0) { printf "\r[kafka] downloaded %d files from Maven Central", n > "/dev/stderr"; fflush("/dev/stderr") } }
+         END { if (n) printf "\r[kafka] downloaded %d files from Maven Central\n", n > "/dev/stderr" }'; then
     rm -rf "$tmp"
     show_tail "$KAFKA_DIR/maven.log" 60
     die "maven could not resolve Kafka $VERSION (log: $KAFKA_DIR/maven.log)"

@@ -70,9 +70,12 @@ WINDOW_FIGURES = (
     "delivered_p50",
     "delivered_p90",
     "csat_mean",
+    "csat_count",
     "nps",
-    "ftf_rate",
+    "nps_count",
 )
+CSAT_BY_GAP_WINDOWS = ("24h", "7d")
+"""Windows whose CSAT-by-gap-bucket figures become metrics (bounded: 2 x 6 buckets x 2 stats)."""
 
 
 @contextmanager
@@ -466,6 +469,8 @@ class ScorerService:
         records = []
         gauge = self.metrics.window
         gauge.clear()
+        by_gap = self.metrics.csat_by_gap
+        by_gap.clear()
         now = datetime.now(UTC)
         lead = timedelta(seconds=self.settings.scorer_windows_lead_seconds)
         for number, windows in self.windows.items():
@@ -475,17 +480,27 @@ class ScorerService:
             stream = self.stream_time.get(number, now)
             as_of = max(now, windows.watermark, min(stream, now + lead))
             for figures in windows.snapshot(as_of):
-                if figures.promise_kind is None:
-                    continue
                 values = [
                     figures.segment.get(label, "none") for label in self.metrics.segment_labels
                 ]
+                if figures.promise_kind is None:
+                    # Job completions (first-time fix) belong to no promise: kind "none".
+                    if figures.ftf_rate is not None:
+                        for name in ("ftf_rate", "ftf_count"):
+                            value = getattr(figures, name)
+                            gauge.labels(*values, "none", figures.window, name).set(value)
+                    continue
+                kind = figures.promise_kind.value
                 for name in WINDOW_FIGURES:
                     value = getattr(figures, name)
                     if value is not None:
-                        gauge.labels(*values, figures.promise_kind.value, figures.window, name).set(
-                            value
-                        )
+                        gauge.labels(*values, kind, figures.window, name).set(value)
+                if figures.window in CSAT_BY_GAP_WINDOWS:
+                    for bucket, csat in figures.csat_by_gap_bucket.items():
+                        if csat.count and csat.mean is not None:
+                            labels = (*values, kind, figures.window, bucket)
+                            by_gap.labels(*labels, "sum").set(csat.mean * csat.count)
+                            by_gap.labels(*labels, "count").set(csat.count)
                 record = {"kind": "window", **figures.as_dict()}
                 key = _segment_key(tuple(sorted(figures.segment.items())))
                 records.append((self.scores_topic, key, orjson.dumps(record)))

@@ -64,6 +64,14 @@ class ScorerMetrics:
             [*labels, "window", "figure"],
             registry=registry,
         )
+        self.csat_by_gap = Gauge(
+            "gapwatch_csat_by_gap_bucket",
+            "CSAT answers by how late the item was (bucket: early, on_time, late_lt_15m, "
+            "late_15_60m, late_gt_1h, unknown) over the 24h and 7d windows; stat: sum of scores "
+            "or count of answers, so sum(sum) / sum(count) is the mean over any grouping.",
+            [*labels, "window", "bucket", "stat"],
+            registry=registry,
+        )
         self.open = Gauge(
             "gapwatch_open_promises",
             "Promises open right now, by state (open, at_risk, overdue).",

@@ -44,7 +44,7 @@ class ScorerSettings(KafkaSettings):
         default=10.0, gt=0, le=3600, description="How often window snapshots are published."
     )
     scorer_windows_lead_seconds: float = Field(
-        default=300.0,
+        default=30.0,
         ge=0,
         le=30 * 86400,
         description="How far ahead of the wall clock gap events may pull the rolling windows "

@@ -319,10 +319,24 @@ async def test_every_charted_metric_is_exported_by_the_running_services(
     # A stream the scorer turns into outcomes, histograms, window and open-promise gauges.
     start = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
     sim = Simulator(start=start, items_per_second=0.2, seed=34)
-    stream = tmp_path / "stream.jsonl"
-    stream.write_bytes(
-        b"\n".join(orjson.dumps(e) for e in sim.events_until(start + timedelta(minutes=20))) + b"\n"
+    events = list(sim.events_until(start + timedelta(minutes=20)))
+    # Feedback on the first ticket replied to, so CSAT (and CSAT by gap bucket) exist.
+    replied = next(e for e in events if e["type"] == "gapwatch.ticket.replied.v1")
+    feedback = copy.deepcopy(EXAMPLES["gapwatch.feedback.submitted.v1"])
+    at = (start + timedelta(minutes=20)).isoformat()
+    feedback.update(id="dashboards-feedback-1", subject=replied["subject"], time=at)
+    feedback["data"].update(
+        feedback_id="F-dashboards-1",
+        item_id=replied["subject"],
+        item_kind="ticket",
+        submitted_at=at,
     )
+    stream = tmp_path / "stream.jsonl"
+    resolved = copy.deepcopy(EXAMPLES["gapwatch.ticket.resolved.v1"])
+    resolved.update(id="dashboards-resolved-1", subject=replied["subject"], time=at)
+    resolved["data"].update(ticket_id=replied["subject"], resolved_at=at)
+    extra = [resolved, feedback]  # feedback joins its item once the item is resolved
+    stream.write_bytes(b"\n".join(orjson.dumps(e) for e in [*events, *extra]) + b"\n")
     hook = FlakyWebhook()
     await hook.start()
     rules = write_rules(tmp_path / "alerts.yaml", [burn_rule()], [webhook_receiver(hook.url)])

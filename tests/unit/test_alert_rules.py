@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from gapwatch.config import ConfigFileError, load_alerts
 from gapwatch.core.alerts.rules import (
     DEFAULT_BURN_WINDOWS,
     AlertmanagerReceiver,
@@ -75,6 +78,8 @@ VALID: dict[str, Any] = {
     ],
     "default_receivers": ["chat"],
 }
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def config(**changes: Any) -> dict[str, Any]:
@@ -567,3 +572,36 @@ def test_a_burn_factor_above_the_highest_possible_burn_is_refused(
     assert errors[0]["loc"][:3] == ("rules", 0, "condition")
     assert "windows[0]: factor 14.4 can never fire at objective 0.9" in errors[0]["msg"]
     assert "highest possible burn rate is 10.0" in errors[0]["msg"]
+
+
+# --- the file, as the alerter loads it at start ---------------------------------------------------
+
+
+def test_the_shipped_alerts_file_loads_with_the_scorers_default_segments() -> None:
+    config = load_alerts(REPO / "deploy" / "config" / "alerts.yaml", ("team", "region", "priority"))
+    assert {r.name for r in config.rules} >= {"first-response-burn", "overdue-now"}
+    for rule in config.rules:
+        assert (REPO / rule.runbook_url).is_file(), f"{rule.name}: runbook {rule.runbook_url}"
+
+
+def test_a_bad_rule_stops_the_loader_naming_the_rule_and_the_field(tmp_path: Path) -> None:
+    document = yaml.safe_load((REPO / "deploy" / "config" / "alerts.yaml").read_text())
+    document["rules"][1]["condition"]["windows"] = [
+        {"long": "2h", "short": "5m", "factor": 14.4, "severity": "page"}
+    ]
+    path = tmp_path / "alerts.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigFileError) as caught:
+        load_alerts(path)
+    message = str(caught.value)
+    assert "rules[1] (resolution-burn).condition.burn_rate.windows[0].long" in message
+    assert "unknown window '2h'" in message
+
+
+def test_a_label_the_scorer_does_not_segment_by_is_refused(tmp_path: Path) -> None:
+    document = yaml.safe_load((REPO / "deploy" / "config" / "alerts.yaml").read_text())
+    document["rules"][0]["group_by"] = ["customer_tier"]
+    path = tmp_path / "alerts.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigFileError, match=r"rules\[0\] \(first-response-burn\)\.group_by"):
+        load_alerts(path, ("team", "region", "priority"))
