@@ -188,7 +188,111 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rate", type=float, default=300.0, help="simulated events per second")
     demo.set_defaults(func=cmd_demo)
+
+    # Sources are looked up when the command runs: building the parser imports no importer.
+    imp = sub.add_parser("import", help="map another system's export to gapwatch events")
+    imp.add_argument("source", help="the system that wrote the export: servicenow")
+    imp.add_argument("file", type=Path, help="the export: a .csv, or a .zip holding one")
+    where = imp.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", type=Path, help="write JSON Lines here")
+    where.add_argument("--to", help="kafka, or http://HOST:PORT (the ingest API)")
+    _import_options(imp)
+    imp.add_argument("--batch", type=int, default=500, help="events per ingest API request")
+    imp.set_defaults(func=cmd_import)
+
+    report = sub.add_parser("report", help="gapwatch's SLA verdicts beside the source's own")
+    report.add_argument("source", choices=["servicenow"])
+    report.add_argument("file", type=Path, help="the incident event log (.csv or .zip)")
+    _import_options(report)
+    report.set_defaults(func=cmd_report)
     return parser
+
+
+def _import_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timezone", default="UTC", help="zone of the export's naive timestamps (default UTC)"
+    )
+    parser.add_argument(
+        "--policies",
+        type=Path,
+        help="SLA policies (default: the source's, e.g. deploy/config/servicenow-policies.yaml)",
+    )
+    parser.add_argument("--limit", type=int, help="only the first N items (incidents)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _import_setup(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(source module, ImportOptions) from the import/report arguments; SystemExit(2) if bad."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from gapwatch.config import load_policies
+    from gapwatch.importers import ImportOptions, UnknownSource, get_source
+
+    try:
+        source = get_source(args.source)
+    except UnknownSource as exc:
+        sys.stderr.write(f"gapwatch: {exc}\n")
+        raise SystemExit(2) from None
+    try:
+        zone = UTC if args.timezone.upper() == "UTC" else ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        sys.stderr.write(f"gapwatch: --timezone {args.timezone!r}: not a known IANA zone\n")
+        raise SystemExit(2) from None
+    if args.limit is not None and args.limit < 1:
+        sys.stderr.write("gapwatch: --limit must be at least 1\n")
+        raise SystemExit(2)
+    policies = load_policies(args.policies or source.DEFAULT_POLICIES)
+    return source, ImportOptions(timezone=zone, policies=policies, limit=args.limit)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from gapwatch.importers import SourceFormatError
+    from gapwatch.importers.pipeline import run_import
+    from gapwatch.importers.sinks import send_http, send_kafka, write_jsonl
+
+    source, options = _import_setup(args)
+    try:
+        result = run_import(source, args.file, options, progress=not args.quiet)
+    except SourceFormatError as exc:
+        sys.stderr.write(f"gapwatch: {exc}\n")
+        return 2
+    for line in result.stats.summary():
+        sys.stderr.write(line + "\n")
+    events = result.events
+    if args.output:
+        write_jsonl(events, args.output)
+        sys.stderr.write(f"wrote {len(events)} events to {args.output}\n")
+    elif args.to == "kafka":
+        accepted, rejected = send_kafka(events, progress=not args.quiet)
+        sys.stderr.write(f"produced {accepted} events to Kafka\n")
+        if rejected:
+            sys.stderr.write(f"Kafka bulk load rejected {rejected}\n")
+            return 1
+    elif args.to.startswith(("http://", "https://")):
+        try:
+            sent = send_http(events, args.to, batch=args.batch, progress=not args.quiet)
+        except RuntimeError as exc:
+            sys.stderr.write(f"gapwatch: {exc}\n")
+            return 1
+        sys.stderr.write(f"sent {sent} events to {args.to}\n")
+    else:
+        sys.stderr.write(f"gapwatch: --to {args.to!r}: expected kafka or http://HOST:PORT\n")
+        return 2
+    return 1 if result.stats.invalid else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gapwatch.importers import SourceFormatError
+    from gapwatch.report import render, servicenow_report
+
+    _, options = _import_setup(args)
+    try:
+        report = servicenow_report(args.file, options, progress=not args.quiet)
+    except SourceFormatError as exc:
+        sys.stderr.write(f"gapwatch: {exc}\n")
+        return 2
+    sys.stdout.write(render(report))
+    return 1 if report.stats.invalid else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
