@@ -172,6 +172,19 @@ def test_pause_stops_the_clock_and_moves_the_due_time(config: ClockConfig):
     assert out[-1].data.gap_seconds == -3600 and out[-1].data.drift_seconds == 0
 
 
+def test_delivery_while_paused_counts_the_pause_so_far(config: ClockConfig):
+    # Resolved straight from "awaiting customer": the 19 h paused do not count against the
+    # 8 h resolution promise, exactly as if the ticket had been resumed first.
+    clock = ItemClock("T-1", config)
+    clock.apply(opened())
+    clock.apply(event("ticket.replied", T0 + timedelta(minutes=5), author="agent"))
+    clock.apply(event("ticket.status_changed", T0 + timedelta(hours=1), status="awaiting_customer"))
+    out = clock.apply(event("ticket.resolved", T0 + timedelta(hours=20)))
+    assert outcomes(out)[-1] == ("met", "resolution")
+    # due T0+8h stretched by the 19 h paused = T0+27h; delivered at T0+20h: 7 h early
+    assert out[-1].data.gap_seconds == -7 * 3600 and out[-1].data.drift_seconds == 0
+
+
 def test_opened_outside_business_hours_starts_at_the_next_business_minute(config: ClockConfig):
     clock = ItemClock("T-1", config)
     saturday = datetime(2026, 3, 7, 10, 0, tzinfo=UTC)

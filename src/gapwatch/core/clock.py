@@ -757,6 +757,15 @@ class ItemClock:
         if promise is None or promise.status not in (Status.OPEN, Status.BREACHED):
             return
         was_breached = promise.status is Status.BREACHED
+        state = self._state
+        if state.paused_since is not None and promise.status is Status.OPEN and promise.pausable:
+            # Delivered without resuming first (resolved straight from a waiting status): the
+            # pause so far stretches the promise just as a resume would have.
+            cal = self._config.calendars[promise.calendar]
+            paused = cal.business_seconds_between(state.paused_since, at)
+            if paused > 0:
+                promise.due_at = cal.add_business_seconds(promise.due_at, paused)
+                promise.original_due_at = cal.add_business_seconds(promise.original_due_at, paused)
         promise.delivered_at = at
         promise.next_at_risk_at = None
         late = at > promise.due_at
