@@ -56,6 +56,8 @@ from gapwatch_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 SEEN_GAPS_LIMIT = 200_000
+RESTORED_IDLE_SECONDS = 5.0
+"""A partition restored from the store ticks from its saved clocks' time after this long idle."""
 WINDOW_FIGURES = (
     "attainment",
     "met",
@@ -112,8 +114,9 @@ class PartitionClocks:
 
     scoring: Scoring
     wall_at_watermark: dict[Stream, float] = field(default_factory=dict)
+    last_event_wall: float = field(default_factory=time.time)
 
-    def tick(self) -> list[GapEvent]:
+    def tick(self, idle_seconds: float = RESTORED_IDLE_SECONDS) -> list[GapEvent]:
         # A stream whose event time is within the grace period of the wall clock is live: its
         # timers follow the wall clock, so a breach fires at its due time even when events
         # arrive a little delayed and the partition then goes idle. A stream further behind is a
@@ -123,8 +126,17 @@ class PartitionClocks:
         wall = time.time()
         now = datetime.fromtimestamp(wall, UTC)
         grace = timedelta(seconds=self.scoring.config.grace_seconds)
+        idle = wall - self.last_event_wall >= idle_seconds
         for stream, kind in STREAM_ITEM_KIND.items():
             mark = self.scoring.stream_watermarks.get(stream)
+            if not self.scoring.caught_up(stream):
+                # After a restore the consumer re-reads events the saved clocks already hold;
+                # ticking ahead of them would breach items before their re-read deliveries.
+                # Only a partition with nothing left to read ticks from the restored time.
+                if not idle:
+                    continue
+                mark = self.scoring.restored_watermarks[stream]
+                self.wall_at_watermark.setdefault(stream, wall)
             if mark is None:
                 continue
             since = wall - self.wall_at_watermark.get(stream, wall)
@@ -162,6 +174,7 @@ class ScorerService:
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
         self.loaded: set[int] = set()
+        self.revoked_inputs: set[int] = set()  # revoked by a rebalance in progress
         # Next offset to process per input topic-partition, for the consumer-lag gauge.
         self.positions: dict[tuple[str, int], int] = {}
 
@@ -232,6 +245,7 @@ class ScorerService:
     ) -> None:
         message = event.message
         part = self.partition(message.partition)
+        part.last_event_wall = time.time()
         try:
             decoded = decode_event(message.value or b"")
         except EventRejected as exc:
@@ -276,6 +290,18 @@ class ScorerService:
             detail,
         )
         return (self.deadletter_topic, event.message.key or b"", dead_letter(reason, detail, event))
+
+    def reassign_inputs(self, assigned: set[int]) -> None:
+        """After a rebalance: drop the clocks of input partitions that went to another worker.
+
+        A partition that comes back later must be restored from the store, not from memory
+        that the other worker's events have overtaken in the meantime. One revoked and given
+        straight back had no other owner, so its memory is still right.
+        """
+        for number in self.revoked_inputs - assigned:
+            self.clocks.pop(number, None)
+            self.loaded.discard(number)
+        self.revoked_inputs.clear()
 
     def load_assigned(self, assigned: set[int], items: faust.Table) -> None:
         """Hold exactly the assigned partitions; restore every saved item of a new one.
@@ -429,10 +455,11 @@ class ScorerService:
                 reader.seek(tp, start)
             position = await reader.position(tp)
             while position < until:
+                # `until` is an offset the stream is about to deliver, so it exists: an empty
+                # fetch only means a slow broker, never the end (stopping early would leave the
+                # windows short of what they held).
                 batch = await reader.getmany(tp, timeout_ms=2000, max_records=5000)
                 records = batch.get(tp, [])
-                if not records:
-                    break
                 for record in records:
                     if record.offset >= until:
                         break
@@ -617,10 +644,17 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
 
     @app.on_partitions_revoked.connect
     async def _revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
-        # A segment partition that comes back later is rebuilt from its history, not resumed.
+        # A segment partition that comes back later is rebuilt from its history, not resumed;
+        # an input partition that comes back is restored from the store, not from memory that
+        # another worker's events may have overtaken in the meantime.
         for tp in revoked:
             if tp.topic.endswith("-repartition"):
                 service.forget_windows(tp.partition)
+        service.revoked_inputs |= {tp.partition for tp in revoked if tp.topic in input_topics}
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
+        service.reassign_inputs({tp.partition for tp in assigned if tp.topic in input_topics})
 
     @app.on_before_shutdown.connect
     async def _stop_producer(app_: Any, **_: Any) -> None:

@@ -71,6 +71,27 @@ async def latest_windows(kafka: KafkaSettings) -> dict[tuple[Any, ...], dict[str
     return latest
 
 
+def differences(live: dict[str, Any], want: ReplayResult) -> str:
+    """What differs between live and replayed gap events, item by item, for a failure message."""
+    replayed = {e.id: e.model_dump(mode="json", exclude_none=True) for e in want.gap_events}
+    odd = set(live) ^ set(replayed)
+    items = {(live.get(i) or replayed[i])["data"]["item_id"] for i in odd}
+
+    def brief(doc: dict[str, Any]) -> str:
+        d = doc["data"]
+        return (
+            f"{doc['id'][:8]} {d['outcome']} {d['promise_kind']} at {d['outcome_at']}"
+            f" cause={d.get('caused_by')} corrects={d.get('corrects')}"
+        )
+
+    out = [f"{len(set(replayed) - set(live))} missing, {len(set(live) - set(replayed))} extra"]
+    for item in sorted(items):
+        out.append(f"item {item}:")
+        out += ["  replay " + brief(d) for d in replayed.values() if d["data"]["item_id"] == item]
+        out += ["  live   " + brief(d) for d in live.values() if d["data"]["item_id"] == item]
+    return "\n".join(out)
+
+
 def replay_windows(result: ReplayResult) -> dict[tuple[Any, ...], dict[str, Any]]:
     assert result.scoring.watermark is not None
     snapshot = result.scoring.snapshot(result.scoring.watermark)
@@ -186,7 +207,7 @@ async def test_two_workers_give_the_same_figures_as_replay(kafka: KafkaSettings,
     try:
         bulk_load(kafka, path)
         live = await gap_events(kafka, len(want.gap_events))
-        assert set(live) == {e.id for e in want.gap_events}
+        assert set(live) == {e.id for e in want.gap_events}, differences(live, want)
         want_windows = {k: v for k, v in replay_windows(want).items() if k[2] == "7d"}
         assert seven_day(await wait_for_windows(kafka, want_windows)) == seven_day(want_windows)
         both = first.metrics() + second.metrics()

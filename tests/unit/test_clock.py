@@ -359,6 +359,23 @@ def test_feedback_after_delivery_is_joined_at_once(config: ClockConfig):
     assert out[0].data.gap_seconds == -7 * 3600
 
 
+def test_feedback_read_ahead_of_the_item_breaches_nothing(config: ClockConfig):
+    # A consumer of several topics can read an item's feedback (hours later) before its reply:
+    # feedback moves no clock, so the result is the one of reading everything in time order.
+    events = [
+        opened(id="open"),
+        event("ticket.replied", T0 + timedelta(minutes=20), author="agent", id="reply"),
+        event("ticket.resolved", T0 + timedelta(hours=1), id="resolve"),
+        event("feedback.submitted", T0 + timedelta(hours=5), item_kind="ticket", id="fb"),
+    ]
+    in_order = ItemClock("T-1", config)
+    want = [e for ev in events for e in in_order.apply(ev)]
+    ahead = ItemClock("T-1", config)
+    got = [e for ev in [events[0], events[3], events[1], events[2]] for e in ahead.apply(ev)]
+    assert sorted(e.model_dump_json() for e in got) == sorted(e.model_dump_json() for e in want)
+    assert not [e for e in got if e.data.outcome in (Outcome.AT_RISK, Outcome.BREACHED)]
+
+
 def test_repeated_event_id_is_ignored(config: ClockConfig):
     clock = ItemClock("T-1", config)
     clock.apply(opened())

@@ -140,3 +140,28 @@ def test_bad_policy_file_names_the_field(tmp_path: Path):
         load_policies(bad)
     with pytest.raises(ConfigFileError, match="cannot read"):
         load_policies(tmp_path / "missing.yaml")
+
+
+def test_restored_state_ahead_of_the_resume_point_breaches_nothing_early(config: ScoringConfig):
+    # The store saves clocks before the offsets commit, so after a crash a worker can restore
+    # T-2 with an event it is about to read again, 40 minutes after T-1's. Re-reading from
+    # T-1's events must not fire T-1's timers at T-2's time (a breach, then a correction).
+    from gapwatch.core.clock import ItemClock
+
+    events = [
+        ticket("T-1", T0),
+        reply("T-1", T0 + timedelta(minutes=10), "reply-1"),
+        ticket("T-2", T0 + timedelta(minutes=40)),
+    ]
+    reference = Scoring(config, track_windows=False)
+    want = [g.model_dump() for e in events for g in reference.process_and_tick(e)]
+    assert ("T-1", Outcome.MET) in {(g["subject"], g["data"]["outcome"]) for g in want}
+
+    restarted = Scoring(config, track_windows=False)
+    saved = reference.items["T-2"].to_bytes()
+    restarted.adopt(ItemClock.from_bytes("T-2", config.clock, saved))
+    stream = events[0].stream
+    assert not restarted.caught_up(stream) and stream not in restarted.stream_watermarks
+    got = [g.model_dump() for e in events for g in restarted.process_and_tick(e)]
+    assert got == want
+    assert restarted.caught_up(stream)

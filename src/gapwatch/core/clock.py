@@ -413,6 +413,12 @@ class ItemClock:
         return self._emit(out)
 
     def _step(self, entry: _Entry, out: list[tuple[GapData, str]]) -> None:
+        if isinstance(entry.data, FeedbackSubmitted):
+            # Feedback travels on its own stream and moves no clock: read ahead of the item's
+            # own events (as a consumer of several topics may), it must not breach the item
+            # before its reply or resolution arrives.
+            self._apply_one(entry, out)
+            return
         # Timers due up to the event fire first; after it, anything the event made due at once
         # (an at-risk level passed while paused, say) fires at the event's time.
         self._advance(entry.at, out)

@@ -116,6 +116,11 @@ class Scoring:
     # Event time per stream: tickets' timers follow the tickets stream, jobs' the jobs stream, so
     # one topic read ahead of another (as a consumer of several topics does) breaches nothing.
     stream_watermarks: dict[Stream, datetime] = field(default_factory=dict)
+    # Newest event time among clocks restored from a state store, per stream. A store can be
+    # ahead of the offset a restarted consumer resumes from (state is saved before offsets are
+    # committed), so these must not move the watermarks: the re-read events do, exactly as in
+    # replay. The live scorer ticks from them only once a partition is idle.
+    restored_watermarks: dict[Stream, datetime] = field(default_factory=dict)
     _timers: dict[ItemKind, list[tuple[datetime, str]]] = field(default_factory=dict)
     _scheduled: dict[str, datetime] = field(default_factory=dict)
 
@@ -149,19 +154,29 @@ class Scoring:
         return out
 
     def adopt(self, clock: ItemClock) -> None:
-        """Take over a clock restored from a state store: hold it and schedule its timers."""
+        """Take over a clock restored from a state store: hold it and schedule its timers.
+
+        Its timers fire when its stream's watermark reaches them. The watermark itself is left
+        alone: the restored clock may have seen events the consumer is about to read again, and
+        firing other items' timers at that later time would breach them before their own
+        (re-read) deliveries arrive. Its time is kept in `restored_watermarks` instead.
+        """
         self.items[clock.item_id] = clock
         last = clock.last_item_event_at
         stream = {ItemKind.TICKET: Stream.TICKETS, ItemKind.JOB: Stream.JOBS}.get(
             clock.item_kind or ItemKind.TICKET
         )
         if last is not None and stream is not None:
-            mark = self.stream_watermarks.get(stream)
+            mark = self.restored_watermarks.get(stream)
             if mark is None or last > mark:
-                self.stream_watermarks[stream] = last
-            if self.watermark is None or last > self.watermark:
-                self.watermark = last
+                self.restored_watermarks[stream] = last
         self._schedule(clock)
+
+    def caught_up(self, stream: Stream) -> bool:
+        """Whether events read since a restore have reached the restored clocks' time."""
+        restored = self.restored_watermarks.get(stream)
+        mark = self.stream_watermarks.get(stream)
+        return restored is None or (mark is not None and mark >= restored)
 
     def process_and_tick(self, event: AnyInputEvent) -> list[GapEvent]:
         """Apply an event, then fire the timers its stream's event time has reached."""
