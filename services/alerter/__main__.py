@@ -16,6 +16,9 @@ from gapwatch_alerter.settings import AlerterSettings
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs each request's URL at INFO, and a Slack or webhook URL is itself a credential;
+    # failed deliveries are logged by the dispatcher, with secrets redacted.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = load_settings(AlerterSettings)
         config = load_alerts(settings.alerter_rules_file, settings.segment_labels())

@@ -235,6 +235,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     )
     app.state.publisher = publisher
     app.state.registry = registry
+    app.state.metrics = metrics
 
     app.add_api_route(
         "/v1/events",

@@ -5,10 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gapwatch.core.topics import INPUT_STREAMS
+from gapwatch_ingest.protocol import CLOSE_REASONS
 
 
 class IngestMetrics:
-    """Request outcomes, accepted and rejected events by reason, and Kafka produce latency."""
+    """Request outcomes, accepted and rejected events by reason, Kafka produce latency, and
+    connections cut off for sending too slowly or too much."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -46,5 +48,14 @@ class IngestMetrics:
             "1 while the producer is connected to the Kafka cluster.",
             registry=registry,
         )
+        self.connections_closed = Counter(
+            "gapwatch_ingest_connections_closed_total",
+            "Connections the server cut off, by reason: headers too slow or too large, or an "
+            "unread body too slow.",
+            ["reason"],
+            registry=registry,
+        )
         for stream in INPUT_STREAMS:
             self.events_accepted.labels(stream.value)
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)

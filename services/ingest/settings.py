@@ -31,7 +31,24 @@ class IngestSettings(KafkaSettings):
         default=1000, ge=1, le=100_000, description="Most events accepted in one request."
     )
     ingest_body_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=300, description="Deadline for receiving a whole request body."
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Deadline for receiving a whole request body (408), or the rest of a body "
+        "left unread after an early answer (the connection closes).",
+    )
+    ingest_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Deadline for receiving a request line and headers, from the connection's "
+        "opening or the next request's first byte (408, the connection closes).",
+    )
+    ingest_max_header_bytes: int = Field(
+        default=65_536,
+        ge=4096,
+        le=1_048_576,
+        description="Largest request line plus headers accepted (431, the connection closes).",
     )
     ingest_produce_timeout_seconds: float = Field(
         default=10.0,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,3 +43,44 @@ class KafkaSettings(BaseSettings):
     kafka_replication_factor: int = Field(
         default=1, ge=1, le=16, description="Replication factor of topics gapwatch creates."
     )
+
+    @model_validator(mode="after")
+    def _security_settings_agree(self) -> Self:
+        # aiokafka would refuse these only when a client is built (in a background task of a
+        # running service) or, for a mechanism without SASL, silently connect without it.
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            missing = [
+                f"GAPWATCH_KAFKA_SASL_{name.upper()}"
+                for name, value in (
+                    ("mechanism", self.kafka_sasl_mechanism),
+                    ("username", self.kafka_sasl_username),
+                    ("password", self.kafka_sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"GAPWATCH_KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}"
+                )
+        elif self.kafka_sasl_mechanism:
+            raise ValueError(
+                f"GAPWATCH_KAFKA_SASL_MECHANISM is set but GAPWATCH_KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}: use SASL_PLAINTEXT or SASL_SSL"
+            )
+        files = {
+            "GAPWATCH_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "GAPWATCH_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "GAPWATCH_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        for variable, path in files.items():
+            if path is None:
+                continue
+            if "SSL" not in protocol:
+                raise ValueError(
+                    f"{variable} is set but GAPWATCH_KAFKA_SECURITY_PROTOCOL is {protocol}: "
+                    "use SSL or SASL_SSL"
+                )
+            if not Path(path).is_file():
+                raise ValueError(f"{variable}: no such file {path!r}")
+        return self
