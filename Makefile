@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help demo run ingest infra infra-down infra-status topics test test-unit test-integration \
-        lint typecheck schemas bench-ingest bench-scorer bench-alerter scorer alerter clean
+        lint typecheck schemas bench-ingest bench-scorer bench-alerter bench-e2e scorer alerter \
+        clean
 
 help:  ## list the commands
-	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F ':.*## ' '/^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # --- set-up ----------------------------------------------------------------------------------
 
@@ -78,6 +79,9 @@ bench-scorer: infra  ## scorer throughput, latency, memory and restart vs a raw 
 
 bench-alerter: infra  ## alerter rule evaluations/s and snapshot-to-receiver latency vs raw I/O
 	@$(PY) -m bench.alerter
+
+bench-e2e: infra  ## ingest -> scorer -> alerter under rising simulated load until it breaks, vs raw Kafka
+	@$(PY) -m bench.e2e
 
 scorer: infra  ## a scorer worker on the local broker (Ctrl-C stops it)
 	@set -a; source .run/infra.env; set +a; exec $(VENV)/bin/gapwatch-scorer

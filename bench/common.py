@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,95 @@ def ticket_events(count: int, tag: str) -> list[dict[str, Any]]:
 
 def encoded(events: list[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(e) for e in events]
+
+
+# --- a process sampler: CPU and RSS of named process trees, from /proc (Linux) ---------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def _proc_stats() -> dict[int, tuple[int, float, int]]:
+    """pid -> (parent pid, CPU seconds used so far, resident bytes) of every live process."""
+    stats = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:  # gone between the listing and the read
+            continue
+        # The command name may hold spaces and parentheses: the fields start after the last ")".
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        utime, stime = int(fields[11]), int(fields[12])
+        stats[int(entry.name)] = (
+            int(fields[1]),
+            (utime + stime) / _CLOCK_TICKS,
+            int(fields[21]) * _PAGE_BYTES,
+        )
+    return stats
+
+
+@dataclass
+class ProcessSampler:
+    """Samples CPU seconds and RSS of named process trees (a root pid and its descendants).
+
+    `sample()` reads /proc once for every name; `window(start, end)` gives per name the CPU used
+    between two sample times as a percentage of one core (per process, so a process that comes
+    or goes in between neither adds nor removes what it had used before), and the largest RSS
+    seen in between.
+    """
+
+    roots: dict[str, list[int]] = field(default_factory=dict)
+    trees: dict[str, bool] = field(default_factory=dict)
+    # (monotonic time, name -> ({pid: CPU seconds so far}, RSS bytes of them all))
+    samples: list[tuple[float, dict[str, tuple[dict[int, float], int]]]] = field(
+        default_factory=list
+    )
+
+    def watch(self, name: str, *pids: int, tree: bool = True) -> None:
+        """Count `pids` under `name`, with their descendants unless `tree` is false."""
+        self.roots.setdefault(name, []).extend(pids)
+        self.trees[name] = tree
+
+    def sample(self) -> None:
+        stats = _proc_stats()
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _, _) in stats.items():
+            children.setdefault(parent, []).append(pid)
+        usage = {}
+        for name, roots in self.roots.items():
+            cpu: dict[int, float] = {}
+            rss = 0
+            todo = [pid for pid in roots if pid in stats]
+            while todo:
+                pid = todo.pop()
+                if pid in cpu:
+                    continue
+                cpu[pid] = stats[pid][1]
+                rss += stats[pid][2]
+                if self.trees[name]:
+                    todo.extend(children.get(pid, ()))
+            usage[name] = (cpu, rss)
+        self.samples.append((time.monotonic(), usage))
+
+    def window(self, start: float, end: float) -> dict[str, tuple[float, int]]:
+        """name -> (CPU % of one core, peak RSS bytes) over the samples taken in [start, end]."""
+        inside = [(t, u) for t, u in self.samples if start <= t <= end]
+        if len(inside) < 2:
+            return {}
+        elapsed = inside[-1][0] - inside[0][0]
+        out = {}
+        for name in self.roots:
+            used = 0.0
+            for (_, before), (_, after) in itertools.pairwise(inside):
+                if name in before and name in after:
+                    old = before[name][0]
+                    # A process first seen here started since the previous sample.
+                    used += sum(
+                        max(0.0, t - old.get(pid, 0.0)) for pid, t in after[name][0].items()
+                    )
+            peak = max((u[name][1] for _, u in inside if name in u), default=0)
+            out[name] = (used / max(elapsed, 1e-9) * 100, peak)
+        return out

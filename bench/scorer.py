@@ -172,7 +172,8 @@ def scorer_rate(settings: KafkaSettings, work: Path, expected: int) -> float:
 
 
 async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: float) -> list[float]:
-    """Produce live tickets at `rate`/s; for each gap event, gap append - input append (ms)."""
+    """Produce live ticket events at `rate`/s (opened + replied pairs); for each reply's gap
+    event, gap append - input append (ms)."""
     port = 18951
     proc = start_scorer(settings, work, "latency", port, wall_clock=True)
     wait_ready(work / "latency.log", proc)
@@ -186,7 +187,7 @@ async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: flo
         while time.perf_counter() - started < seconds:
             tick = time.perf_counter()
             acks = []
-            for _ in range(max(1, int(rate / 10))):
+            for _ in range(max(1, int(rate / 20))):  # two events (opened, replied) each
                 n += 1
                 now = datetime.now(UTC)
                 for kind, body in (
