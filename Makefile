@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo run ingest infra infra-down infra-status topics test test-unit test-integration \
+.PHONY: help demo run ingest infra infra-down infra-status topics test test-unit test-faults \
+        test-integration \
         lint typecheck schemas bench-ingest bench-scorer bench-alerter bench-e2e scorer alerter \
         clean
 
@@ -56,6 +57,9 @@ test: infra  ## everything: lint, types, unit and integration tests against the 
 
 test-unit: $(STAMP)  ## pure-core and unit tests only (no broker needed)
 	@$(VENV)/bin/pytest tests/unit
+
+test-faults: infra  ## the fault tests alone: kill -9 of each service, broker and PostgreSQL restarts
+	@$(VENV)/bin/pytest tests/faults
 
 lint: $(STAMP)  ## ruff lint and format check
 	@$(VENV)/bin/ruff check src services tests bench

@@ -81,8 +81,12 @@ class IngestProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_ingest(kafka: KafkaSettings, log_dir: Path, **env: str) -> IngestProcess:
-    port = free_port()
+def start_ingest(
+    kafka: KafkaSettings, log_dir: Path, port: int | None = None, **env: str
+) -> IngestProcess:
+    """The ingest service on `port` (a free one when None): a restarted one is found where
+    clients left it."""
+    port = port or free_port()
     log_path = log_dir / f"ingest-{port}.log"
     environment = {
         **os.environ,
