@@ -7,6 +7,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -564,6 +565,24 @@ def test_a_saved_clock_resumes_exactly(
         e.id for e in restored.advance(T0 + timedelta(days=3))
     ]
     assert tail_a == tail_b
+
+
+def test_the_log_keeps_events_encoded_and_saves_read_back_in_either_form(config: ClockConfig):
+    """Memory per item: the log holds each event as its saved JSON, not the decoded model, after
+    an in-order event, a re-fold (an event out of order) and a restore alike. A value saved as
+    decoded JSON (the table's earlier codec) reads back to the same clock."""
+    clock = ItemClock("T-1", config)
+    clock.apply(opened())
+    clock.apply(event("ticket.replied", T0 + timedelta(hours=3)))
+    clock.apply(event("ticket.status_changed", T0 + timedelta(hours=1), status="pending"))
+    restored = ItemClock.from_bytes("T-1", config, clock.to_bytes())
+    for kept in (clock, restored):
+        assert len(kept._log) == 3
+        assert all(entry.data is None for entry in kept._log)
+    assert restored.to_bytes() == clock.to_bytes()
+    from_json = ItemClock.from_bytes("T-1", config, orjson.loads(clock.to_bytes()))
+    assert from_json.to_bytes() == clock.to_bytes()
+    assert final_state(from_json) == final_state(clock)
 
 
 def test_unreadable_saved_state_is_refused_not_guessed(config: ClockConfig):

@@ -95,6 +95,7 @@ _RANK: dict[type[Any], int] = {
     TicketClosed: 6,
     JobCancelled: 6,
 }
+_FEEDBACK_RANK = _RANK[FeedbackSubmitted]
 EXPLICIT = VersionRef(name="explicit", version=0)
 
 
@@ -217,23 +218,47 @@ class Promise:
 
 @dataclass(slots=True)
 class _Entry:
-    """One input event in the item's log, with its sort key."""
+    """One input event in the item's log, with its sort key.
+
+    The event is kept in its saved form only (`saved`, the JSON of `[id, type, data]`, a few
+    hundred bytes): the decoded model (over a kilobyte) is held while the event is being applied
+    and decoded again only when the log is re-folded (an out-of-order event, a restore).
+    """
 
     at: datetime
     rank: int
     event_id: str
-    data: Any
-    saved: list[Any] | None = None
+    saved: bytes
+    data: Any = None
+
+    @classmethod
+    def of(cls, event_id: str, data: Any) -> _Entry:
+        saved = b"".join(
+            (
+                b"[",
+                orjson.dumps(event_id),
+                b',"',
+                _TYPE_OF_DATA[type(data)].encode(),
+                b'",',
+                data.__pydantic_serializer__.to_json(data),
+                b"]",
+            )
+        )
+        return cls(data.occurred_at, _RANK[type(data)], event_id, saved, data)
 
     def key(self) -> tuple[datetime, int, str]:
         return (self.at, self.rank, self.event_id)
 
-    def saved_form(self) -> list[Any]:
-        # An item is saved after every batch that touches it; dump each event only once.
-        if self.saved is None:
-            data = self.data
-            self.saved = [self.event_id, _TYPE_OF_DATA[type(data)], data.model_dump(mode="json")]
-        return self.saved
+    @property
+    def is_feedback(self) -> bool:
+        return self.rank == _FEEDBACK_RANK
+
+    def model(self) -> Any:
+        """The decoded event data (decoded again from the saved form when it was let go)."""
+        if self.data is None:
+            _, event_type, body = orjson.loads(self.saved)
+            self.data = _DATA_OF_TYPE[event_type].model_validate(body)
+        return self.data
 
 
 @dataclass(slots=True)
@@ -249,8 +274,9 @@ class _State:
     cycle: int = 0
     rounds: dict[PromiseKind, int] = field(default_factory=dict)
     promises: dict[PromiseKind, Promise] = field(default_factory=dict)
-    history: list[Promise] = field(default_factory=list)
-    pending_feedback: list[tuple[str, FeedbackSubmitted]] = field(default_factory=list)
+    # Made on first use: most items never re-promise nor wait with feedback (memory per item).
+    history: list[Promise] | None = None
+    pending_feedback: list[tuple[str, FeedbackSubmitted]] | None = None
     closed: bool = False
     clock: datetime | None = None
 
@@ -265,8 +291,9 @@ class ItemClock:
         self._config = config
         self._log: list[_Entry] = []
         self._state = _State()
-        # Ids of gap events already published, with what they were about (for corrections).
-        self._emitted: dict[str, tuple[Outcome, PromiseKind, int, int]] = {}
+        # Ids of gap events already published, with what they were about (for corrections);
+        # made with the first one (memory per item).
+        self._emitted: dict[str, tuple[Outcome, PromiseKind, int, int]] | None = None
 
     # --- public API ------------------------------------------------------------------------
 
@@ -285,7 +312,7 @@ class ItemClock:
     @property
     def promises(self) -> list[Promise]:
         """Every promise the item has had, current ones last."""
-        return [*self._state.history, *self._state.promises.values()]
+        return [*(self._state.history or ()), *self._state.promises.values()]
 
     @property
     def last_event_at(self) -> datetime | None:
@@ -295,7 +322,7 @@ class ItemClock:
     def last_item_event_at(self) -> datetime | None:
         """Time of the latest ticket or job event (feedback travels on its own stream)."""
         for entry in reversed(self._log):
-            if not isinstance(entry.data, FeedbackSubmitted):
+            if not entry.is_feedback:
                 return entry.at
         return None
 
@@ -309,22 +336,23 @@ class ItemClock:
 
     @property
     def emitted_ids(self) -> set[str]:
-        return set(self._emitted)
+        return set(self._emitted or ())
 
     def apply(self, event: AnyInputEvent) -> list[GapEvent]:
         """Apply one input event; returns the gap events it (and the time it moved) caused."""
-        data = event.data
-        entry = _Entry(data.occurred_at, _RANK[type(data)], event.id, data)
-        if any(e.event_id == entry.event_id for e in self._log):
+        event_id = event.id
+        if any(e.event_id == event_id for e in self._log):
             return []  # a repeated event id is the same event
         if len(self._log) >= self._config.log_limit:
             raise ItemLogFull(self.item_id, self._config.log_limit)
+        entry = _Entry.of(event_id, event.data)
         key = entry.key()
         in_order = not self._log or key >= self._log[-1].key()
         if in_order:
             self._log.append(entry)
             out: list[tuple[GapData, str]] = []
             self._step(entry, out)
+            entry.data = None
             return self._emit(out)
         bisect.insort(self._log, entry, key=_Entry.key)
         return self._refold()
@@ -351,18 +379,30 @@ class ItemClock:
     # --- persistence -----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Compact form for a state store: the event log, the clock and the emitted ids."""
-        return orjson.dumps(self.to_dict())
+        """Compact form for a state store: the event log, the clock and the emitted ids.
+
+        Each log entry is already JSON, so a save joins bytes rather than encoding the log again.
+        """
+        state = self._state
+        emitted = [[i, o.value, k.value, c, r] for i, (o, k, c, r) in (self._emitted or {}).items()]
+        return b"".join(
+            (
+                b'{"format":',
+                str(SAVED_FORMAT).encode(),
+                b',"log":[',
+                b",".join(e.saved for e in self._log),
+                b'],"clock":',
+                orjson.dumps(state.clock.isoformat() if state.clock else None),
+                b',"emitted":',
+                orjson.dumps(emitted),
+                b"}",
+            )
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The saved form as JSON-ready data (for stores that encode values themselves)."""
-        state = self._state
-        return {
-            "format": SAVED_FORMAT,
-            "log": [e.saved_form() for e in self._log],
-            "clock": state.clock.isoformat() if state.clock else None,
-            "emitted": [[i, o.value, k.value, c, r] for i, (o, k, c, r) in self._emitted.items()],
-        }
+        saved: dict[str, Any] = orjson.loads(self.to_bytes())
+        return saved
 
     @classmethod
     def from_bytes(
@@ -380,21 +420,14 @@ class ItemClock:
         clock = cls(item_id, config)
         for event_id, event_type, body in saved["log"]:
             data = _DATA_OF_TYPE[event_type].model_validate(body)
-            clock._log.append(
-                _Entry(
-                    data.occurred_at,
-                    _RANK[type(data)],
-                    event_id,
-                    data,
-                    [event_id, event_type, body],
-                )
-            )
+            clock._log.append(_Entry.of(event_id, data))
         clock._emitted = {
             i: (Outcome(o), PromiseKind(k), c, r) for i, o, k, c, r in saved["emitted"]
         }
         out: list[tuple[GapData, str]] = []
         for entry in clock._log:
             clock._step(entry, out)
+            entry.data = None
         if saved["clock"] is not None:
             clock._advance(datetime.fromisoformat(saved["clock"]), out)
         # Whatever the re-fold produced was emitted before the save; only ids are needed.
@@ -408,12 +441,13 @@ class ItemClock:
         out: list[tuple[GapData, str]] = []
         for entry in self._log:
             self._step(entry, out)
+            entry.data = None
         if clock is not None:
             self._advance(clock, out)
         return self._emit(out)
 
     def _step(self, entry: _Entry, out: list[tuple[GapData, str]]) -> None:
-        if isinstance(entry.data, FeedbackSubmitted):
+        if entry.is_feedback:
             # Feedback travels on its own stream and moves no clock: read ahead of the item's
             # own events (as a consumer of several topics may), it must not breach the item
             # before its reply or resolution arrives.
@@ -426,17 +460,22 @@ class ItemClock:
         self._advance(entry.at, out)
 
     def _emit(self, out: list[tuple[GapData, str]]) -> list[GapEvent]:
+        if not out:
+            return []
+        emitted = self._emitted
+        if emitted is None:
+            emitted = self._emitted = {}
         events = []
         for data, extra in out:
             event = make_gap_event(data, extra)
-            if event.id in self._emitted:
+            if event.id in emitted:
                 continue
             if data.outcome is Outcome.MET:
                 # A met outcome for a promise whose breach was already published corrects it.
-                breach = _breach_of(self._emitted, data)
+                breach = _breach_of(emitted, data)
                 if breach is not None:
                     event = make_gap_event(data.model_copy(update={"corrects": breach}), extra)
-            self._emitted[event.id] = (data.outcome, data.promise_kind, data.cycle, data.round)
+            emitted[event.id] = (data.outcome, data.promise_kind, data.cycle, data.round)
             events.append(event)
         return events
 
@@ -478,13 +517,15 @@ class ItemClock:
     # --- one event -------------------------------------------------------------------------
 
     def _apply_one(self, entry: _Entry, out: list[tuple[GapData, str]]) -> None:
-        data, at, event_id = entry.data, entry.at, entry.event_id
+        data, at, event_id = entry.model(), entry.at, entry.event_id
         state = self._state
         if isinstance(data, TicketOpened | JobScheduled):
             if state.item_kind is None:
                 self._open(data, at, event_id, out)
             return
         if isinstance(data, FeedbackSubmitted):
+            if state.pending_feedback is None:
+                state.pending_feedback = []
             state.pending_feedback.append((event_id, data))
             self._flush_feedback(out)
             return
@@ -606,6 +647,8 @@ class ItemClock:
         state = self._state
         previous = state.promises.get(promise.kind)
         if previous is not None:
+            if state.history is None:
+                state.history = []
             state.history.append(previous)
         state.promises[promise.kind] = promise
         self._schedule_at_risk(promise)
@@ -834,7 +877,7 @@ class ItemClock:
                 }
             )
             out.append((data, feedback.feedback_id))
-        state.pending_feedback.clear()
+        state.pending_feedback = None
 
     # --- gap figures -----------------------------------------------------------------------
 
