@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from operator import methodcaller
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
-from pydantic_core import PydanticCustomError
+from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 # Item and event ids end up as Kafka keys and Prometheus exemplars: printable, no spaces.
 ItemId = Annotated[
@@ -31,21 +33,36 @@ Source = Annotated[
 ]
 
 
-def _require_timestamp_text(value: Any) -> Any:
-    # Lax pydantic would take 1700000000 as a Unix time; contracts demand an explicit ISO 8601
-    # timestamp so that a unit mix-up (ms vs s) fails loudly instead of landing in 1970 or 55000.
-    if isinstance(value, str | datetime):
-        return value
-    raise PydanticCustomError(
-        "timestamp_type", "expected an ISO 8601 timestamp string with a timezone offset"
-    )
+class _TimestampSchema:
+    """A timezone-aware instant from an ISO 8601 string (or a datetime), normalised to UTC.
+
+    Lax pydantic would take 1700000000 as a Unix time; contracts demand an explicit ISO 8601
+    timestamp so that a unit mix-up (ms vs s) fails loudly instead of landing in 1970 or 55000.
+    Built from pydantic-core schemas alone (a text-or-datetime check chained into an aware datetime)
+    with the C `astimezone` as the only call out: validation of every event runs through here,
+    and Python validator functions were an eighth of the ingest's CPU.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        text_or_datetime = core_schema.union_schema(
+            [core_schema.datetime_schema(strict=True), core_schema.str_schema(strict=True)],
+            custom_error_type="timestamp_type",
+            custom_error_message="expected an ISO 8601 timestamp string with a timezone offset",
+        )
+        aware = core_schema.datetime_schema(tz_constraint="aware")
+        return core_schema.no_info_after_validator_function(
+            methodcaller("astimezone", UTC), core_schema.chain_schema([text_or_datetime, aware])
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time"}
 
 
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-Timestamp = Annotated[
-    AwareDatetime, BeforeValidator(_require_timestamp_text), AfterValidator(_to_utc)
-]
+Timestamp = Annotated[datetime, _TimestampSchema]
 """A timezone-aware instant, normalised to UTC. Naive timestamps are rejected."""

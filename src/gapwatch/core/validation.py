@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Union
 
 import orjson
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
-from gapwatch.core.catalog import MODEL_BY_TYPE, AnyInputEvent, supported_versions_of
+from gapwatch.core.catalog import (
+    INPUT_EVENT_MODELS,
+    MODEL_BY_TYPE,
+    AnyInputEvent,
+    supported_versions_of,
+)
 
 
 class Rejection(StrEnum):
@@ -137,8 +142,19 @@ class BatchResult:
     rejections: dict[Rejection, int]
 
 
+# Every input model, told apart by its `type` literal: a whole batch validates in one call into
+# pydantic-core instead of one Python round per event. Only valid batches take this path.
+_VALID_BATCH: TypeAdapter[list[AnyInputEvent]] = TypeAdapter(
+    list[Annotated[Union[INPUT_EVENT_MODELS], Field(discriminator="type")]]  # type: ignore[valid-type]  # noqa: UP007
+)
+
+
 def validate_batch(values: list[Any]) -> BatchResult:
     """Validate every value; errors of all events are collected, not just the first."""
+    try:
+        return BatchResult(_VALID_BATCH.validate_python(values), [], {})
+    except ValidationError:
+        pass  # something is wrong: validate event by event, for precise errors and reasons
     events: list[AnyInputEvent] = []
     errors: list[FieldError] = []
     rejections: dict[Rejection, int] = {}
