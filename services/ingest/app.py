@@ -13,6 +13,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 import gapwatch
 from gapwatch.core.validation import FieldError, Rejection, validate_batch
@@ -211,10 +212,23 @@ class EventsEndpoint:
         )
 
 
-def create_app(settings: IngestSettings, registry: CollectorRegistry | None = None) -> FastAPI:
-    """Build the ASGI app; Kafka is connected in the background when the app starts."""
+def create_app(
+    settings: IngestSettings,
+    registry: CollectorRegistry | None = None,
+    *,
+    multiprocess: bool = False,
+) -> FastAPI:
+    """Build the ASGI app; Kafka is connected in the background when the app starts.
+
+    `multiprocess`: this is one of several workers (PROMETHEUS_MULTIPROC_DIR is set); /metrics
+    then shows the sum over all workers, live and gone, not this process's own values.
+    """
     registry = registry if registry is not None else CollectorRegistry()
     metrics = IngestMetrics(registry)
+    exposed = registry
+    if multiprocess:
+        exposed = CollectorRegistry()
+        MultiProcessCollector(exposed)
     publisher = EventPublisher(settings, metrics)
     events = EventsEndpoint(settings, publisher, metrics)
 
@@ -268,7 +282,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         "/metrics", summary="Prometheus metrics", responses={200: {"content": {"text/plain": {}}}}
     )
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -45,8 +45,10 @@ class IngestMetrics:
         )
         self.kafka_up = Gauge(
             "gapwatch_ingest_kafka_up",
-            "1 while the producer is connected to the Kafka cluster.",
+            "1 while the producer is connected to the Kafka cluster (with several workers: all "
+            "of them).",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         self.connections_closed = Counter(
             "gapwatch_ingest_connections_closed_total",

@@ -17,6 +17,13 @@ class IngestSettings(KafkaSettings):
 
     ingest_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     ingest_port: int = Field(default=8081, ge=1, le=65535, description="HTTP port.")
+    ingest_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes serving the port. One process validates on one core; more share "
+        "one listening socket, each with its own Kafka producer, and /metrics sums them all.",
+    )
     ingest_tokens: SecretStr = Field(
         default=SecretStr(""),
         description="Comma-separated bearer tokens accepted on write endpoints.",
