@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -31,8 +31,14 @@ class KafkaUnavailable(Exception):
 class EventPublisher:
     """Owns the idempotent producer; connects in the background so the API can start first."""
 
-    def __init__(self, settings: IngestSettings, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        metrics: IngestMetrics,
+        new_producer: Callable[[IngestSettings], AIOKafkaProducer] = reliable_producer,
+    ) -> None:
         self._settings = settings
+        self._new_producer = new_producer
         self._metrics = metrics
         self._topics = {s: topic_name(s, settings.topic_prefix) for s in INPUT_STREAMS}
         self._producer: AIOKafkaProducer | None = None
@@ -56,17 +62,21 @@ class EventPublisher:
         self._metrics.kafka_up.set(0)
 
     async def _connect(self) -> None:
+        # Retries until connected, whatever the failure: a producer that cannot start for a
+        # reason aiokafka does not wrap (TLS, DNS, a bad SASL mechanism) must not end this task
+        # silently and leave the service up but never ready.
         delay = 0.5
         while True:
-            producer = reliable_producer(self._settings)
+            producer = self._new_producer(self._settings)
             try:
                 await producer.start()
-            except KafkaError as exc:
-                await producer.stop()
+            except Exception as exc:  # noqa: BLE001 - see above: retry whatever it was
+                with contextlib.suppress(Exception):
+                    await producer.stop()
                 log.warning(
                     "Kafka not reachable at %s (%s); retrying in %.1fs",
                     self._settings.kafka_bootstrap,
-                    exc,
+                    exc if isinstance(exc, KafkaError) else repr(exc),
                     delay,
                 )
                 await asyncio.sleep(delay)
