@@ -360,6 +360,8 @@ def _subtract(spans: tuple[Span, ...], closed: tuple[Span, ...]) -> tuple[Span, 
 
 
 def _as_utc(t: datetime, what: str = "t") -> datetime:
+    if t.tzinfo is UTC:  # every event time is normalised to UTC on validation: the usual case
+        return t
     if t.tzinfo is None or t.utcoffset() is None:
         raise CalendarError("naive_datetime", f"{what} must be timezone-aware, got {t.isoformat()}")
     return t.astimezone(UTC)
