@@ -19,13 +19,13 @@ def serve(settings: IngestSettings, sock: socket.socket | None = None) -> None:
     """One ingest server: on `sock` when given (a prefork worker), else bound here."""
     import uvicorn
 
-    from gapwatch_ingest.app import create_app
+    from gapwatch_ingest.app import EventsFastPath, create_app
     from gapwatch_ingest.protocol import bounded_protocol
 
     app = create_app(settings, multiprocess=sock is not None)
     closed = app.state.metrics.connections_closed
     config = uvicorn.Config(
-        app,
+        EventsFastPath(app, app.state.events),
         host=settings.ingest_host,
         port=settings.ingest_port,
         loop="uvloop",

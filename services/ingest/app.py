@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import Receive, Scope, Send
 
 import gapwatch
 from gapwatch.core.validation import FieldError, Rejection, validate_batch
@@ -212,6 +213,27 @@ class EventsEndpoint:
         )
 
 
+class EventsFastPath:
+    """The ASGI app to serve: POST /v1/events goes straight to its endpoint, everything else
+    (lifespan included) through FastAPI.
+
+    The endpoint answers every outcome itself, problem documents included, so FastAPI's routing,
+    dependency and middleware layers (about 7 % of the CPU under load, py-spy) only serve the
+    other routes. The route stays registered with FastAPI for the OpenAPI document.
+    """
+
+    def __init__(self, app: FastAPI, events: EventsEndpoint) -> None:
+        self.app = app
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/events" and scope["method"] == "POST":
+            response = await self._events(Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def create_app(
     settings: IngestSettings,
     registry: CollectorRegistry | None = None,
@@ -248,6 +270,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.publisher = publisher
+    app.state.events = events
     app.state.registry = registry
     app.state.metrics = metrics
 
