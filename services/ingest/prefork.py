@@ -58,6 +58,11 @@ def serve_prefork(
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # Out of the terminal's process group: Ctrl-C reaches the supervisor alone, which
+                # sends each worker one SIGTERM. A worker that got the terminal's SIGINT too, just
+                # after the supervisor's SIGTERM, would take it as a second Ctrl-C, on which uvicorn
+                # exits at once without finishing its requests.
+                os.setpgid(0, 0)
                 _die_with_parent(supervisor)
                 serve(sock)
                 code = 0

@@ -82,10 +82,15 @@ class IngestProcess:
 
 
 def start_ingest(
-    kafka: KafkaSettings, log_dir: Path, port: int | None = None, **env: str
+    kafka: KafkaSettings,
+    log_dir: Path,
+    port: int | None = None,
+    *,
+    new_session: bool = False,
+    **env: str,
 ) -> IngestProcess:
     """The ingest service on `port` (a free one when None): a restarted one is found where
-    clients left it."""
+    clients left it. `new_session`: in a process group of its own, as under a terminal."""
     port = port or free_port()
     log_path = log_dir / f"ingest-{port}.log"
     environment = {
@@ -97,7 +102,9 @@ def start_ingest(
         **env,
     }
     service = IngestProcess(
-        f"http://127.0.0.1:{port}", spawn("gapwatch_ingest", environment, log_path), log_path
+        f"http://127.0.0.1:{port}",
+        spawn("gapwatch_ingest", environment, log_path, new_session=new_session),
+        log_path,
     )
 
     def ready() -> bool:
@@ -110,10 +117,18 @@ def start_ingest(
     return service
 
 
-def spawn(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    module: str, env: dict[str, str], log_path: Path, *, new_session: bool = False
+) -> subprocess.Popen[bytes]:
     """Start `python -m module` with its output appended to `log_path`."""
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=new_session,
+        )
 
 
 def wait_until_ready(

@@ -141,3 +141,30 @@ def test_sigterm_stops_every_worker_and_frees_the_port(service: IngestProcess):
         assert probe.connect_ex(("127.0.0.1", port)) != 0
     assert not metrics_dirs[0].exists()
     assert "stopping 2 ingest workers" in service.log()
+
+
+def test_ctrl_c_lets_a_request_in_flight_finish(kafka: KafkaSettings, tmp_path: Path):
+    """Ctrl-C reaches the terminal's whole process group; the supervisor stops the workers
+    gracefully, and a request whose body is still arriving is finished and answered 202."""
+    # A session of its own stands in for a terminal's foreground process group.
+    service = start_ingest(kafka, tmp_path, new_session=True, GAPWATCH_INGEST_WORKERS="2")
+    process, url = service.process, service.url
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        body = orjson.dumps([ticket("T-c-1", "c-1")])
+        head = (
+            f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(head + body[:10])
+            time.sleep(0.5)  # the worker is now inside the request, reading its body
+            os.killpg(process.pid, signal.SIGINT)
+            time.sleep(1.0)
+            sock.sendall(body[10:])
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+        assert process.wait(20) == 0
+        assert "SIGINT: stopping 2 ingest workers" in service.log()
+    finally:
+        stop_process(process)
