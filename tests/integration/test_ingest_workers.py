@@ -153,8 +153,9 @@ def test_ctrl_c_lets_a_request_in_flight_finish(kafka: KafkaSettings, tmp_path: 
     try:
         body = orjson.dumps([ticket("T-c-1", "c-1")])
         head = (
-            f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
             sock.sendall(head + body[:10])
