@@ -30,7 +30,6 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
@@ -56,6 +55,7 @@ from gapwatch_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 SEEN_GAPS_LIMIT = 200_000
+RESTORE_YIELD_EVERY = 5000
 RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
 WINDOW_FIGURES = (
@@ -174,6 +174,8 @@ class ScorerService:
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
         self.loaded: set[int] = set()
+        self.loading: set[int] = set()  # restoring now: neither ticks nor publishes open counts
+        self.rebalances = 0
         self.revoked_inputs: set[int] = set()  # revoked by a rebalance in progress
         # Next offset to process per input topic-partition, for the consumer-lag gauge.
         self.positions: dict[tuple[str, int], int] = {}
@@ -303,47 +305,68 @@ class ScorerService:
             self.loaded.discard(number)
         self.revoked_inputs.clear()
 
-    def load_assigned(self, assigned: set[int], items: faust.Table) -> None:
+    async def load_assigned(self, assigned: set[int], items: faust.Table) -> None:
         """Hold exactly the assigned partitions; restore every saved item of a new one.
 
         Restored clocks bring their timers back, so an item that gets no further event still
-        breaches on time after a restart or a rebalance.
+        breaches on time after a restart or a rebalance. They are restored resting
+        (`ItemClock.restore`: timers and open counts from each saved summary, the log re-folded
+        on first use), straight from each partition's RocksDB, yielding to the event loop every
+        few thousand items so heartbeats and input keep flowing. A partition counts as loaded
+        (it ticks and publishes open counts) only once all its items are in.
         """
         for number in self.loaded - assigned:
             self.clocks.pop(number, None)
-        new = assigned - self.loaded
-        if new:
+        rebalances = self.rebalances
+        for number in sorted(assigned - self.loaded):
             started = time.monotonic()
-            partitions = self.settings.kafka_partitions
-            restored = 0
-            for item_id, value in items.items():
-                number = (murmur2(item_id.encode()) & 0x7FFFFFFF) % partitions
-                if number not in new or value is None:
-                    continue
-                scoring = self.partition(number).scoring
-                if item_id in scoring.items:
-                    continue  # an event already brought it in; that copy is newer
-                try:
-                    scoring.adopt(ItemClock.from_bytes(item_id, self.config.clock, value))
-                except SavedStateError as exc:
-                    log.error("%s; its events will be dead-lettered as state_unreadable", exc)
-                    continue
-                restored += 1
+            self.loading.add(number)
+            try:
+                restored = await self._restore_partition(number, items, rebalances)
+            finally:
+                self.loading.discard(number)
+            if restored is None:
+                self.clocks.pop(number, None)  # a rebalance began: load it again when it ends
+                return
+            self.loaded.add(number)
             log.info(
-                "restored %d items of partitions %s in %.1fs",
+                "restored %d items of partitions [%d] in %.1fs",
                 restored,
-                sorted(new),
+                number,
                 time.monotonic() - started,
             )
-        self.loaded = set(assigned)
+        self.loaded &= assigned
+
+    async def _restore_partition(
+        self, number: int, items: faust.Table, rebalances: int
+    ) -> int | None:
+        store = items.data
+        scoring = self.partition(number).scoring
+        restored = 0
+        for n, (key, value) in enumerate(_saved_items(store, number), start=1):
+            if n % RESTORE_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if self.rebalances != rebalances:
+                    return None
+            try:
+                item_id = orjson.loads(key)
+                if item_id in scoring.items:
+                    continue  # an event already brought it in; that copy is newer
+                scoring.adopt(ItemClock.restore(item_id, self.config.clock, value))
+            except (orjson.JSONDecodeError, SavedStateError) as exc:
+                log.error("%s; its events will be dead-lettered as state_unreadable", exc)
+                continue
+            restored += 1
+        return restored
 
     async def tick(self) -> None:
         self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))
         if not self.settings.scorer_wall_clock:
             return
         records = []
-        for part in list(self.clocks.values()):
-            records.extend(self.gap_record(g) for g in part.tick())
+        for number, part in list(self.clocks.items()):
+            if number not in self.loading:
+                records.extend(self.gap_record(g) for g in part.tick())
         await self.produce(records)
 
     def export_open_counts(self) -> list[tuple[str, bytes, bytes]]:
@@ -357,6 +380,8 @@ class ScorerService:
         gauge.clear()
         as_of = datetime.now(UTC).isoformat()
         for number, part in self.clocks.items():
+            if number in self.loading:
+                continue  # half restored: readers keep the counts last published for it
             published: set[tuple[Any, PromiseKind]] = set()
             for (segment, kind), counts in part.scoring.open_counts().items():
                 values = [v for _, v in segment]
@@ -534,6 +559,17 @@ class ScorerService:
         return records
 
 
+def _saved_items(store: Any, number: int) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) bytes of one partition of a faust RocksDB table, undecoded.
+
+    faust's own iteration covers every partition and decodes each value with its JSON codec;
+    a restore needs one partition and parses the value itself (`ItemClock.restore`). Keys are
+    the item ids as faust's JSON codec wrote them.
+    """
+    db = store._db_for_partition(number)
+    yield from store._visible_items(db)
+
+
 def _segment_key(segment: tuple[tuple[str, str], ...]) -> bytes:
     return "|".join(f"{k}={v}" for k, v in segment).encode()
 
@@ -621,7 +657,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         actives = app.assignor.assigned_actives()
         assigned = {tp.partition for tp in actives if tp.topic == tickets_topic}
         if assigned != service.loaded:
-            service.load_assigned(assigned, items)
+            await service.load_assigned(assigned, items)
         await service.tick()
         lag = 0
         for tp in actives:
@@ -653,6 +689,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
             if tp.topic.endswith("-repartition"):
                 service.forget_windows(tp.partition)
         service.revoked_inputs |= {tp.partition for tp in revoked if tp.topic in input_topics}
+        service.rebalances += 1
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_: Any, assigned: set[Any], **_: Any) -> None:

@@ -567,6 +567,76 @@ def test_a_saved_clock_resumes_exactly(
     assert tail_a == tail_b
 
 
+def resting_view(clock: ItemClock) -> tuple[Any, ...]:
+    """What the scoring engine asks of every item, which a resting clock answers unwoken."""
+    return (
+        clock.item_kind,
+        clock.closed,
+        clock.segment,
+        clock.last_event_at,
+        clock.last_item_event_at,
+        clock.next_deadline(),
+        sorted((k.value, s) for k, s in clock.open_states()),
+    )
+
+
+@settings(max_examples=int(os.environ.get("GAPWATCH_PROPERTY_EXAMPLES", "40")), deadline=None)
+@given(STEPS, st.sampled_from(["support", "office"]), st.integers(0, 5 * 24 * 60))
+def test_a_resting_restore_answers_like_the_folded_clock_and_resumes_exactly(
+    config: ClockConfig, steps: list[tuple[str, int]], team: str, idle_minutes: int
+):
+    events = ticket_story(steps, team)
+    original = ItemClock("T-1", config)
+    for ev in events[:-1]:
+        original.apply(ev)
+    original.advance(T0 + timedelta(hours=3))
+    resting = ItemClock.restore("T-1", config, original.to_bytes())
+    assert resting.resting
+    assert resting_view(resting) == resting_view(original)
+    assert resting.to_bytes() == original.to_bytes()
+    # An idle stretch: a resting clock that reaches a deadline wakes and emits what the folded
+    # one emits; one that reaches none stays resting and still resumes exactly.
+    idle = T0 + timedelta(hours=3, minutes=idle_minutes)
+    assert [e.id for e in resting.advance(idle)] == [e.id for e in original.advance(idle)]
+    assert resting_view(resting) == resting_view(original)
+    tail_a = [e.id for e in original.apply(events[-1])] + [
+        e.id for e in original.advance(T0 + timedelta(days=9))
+    ]
+    tail_b = [e.id for e in resting.apply(events[-1])] + [
+        e.id for e in resting.advance(T0 + timedelta(days=9))
+    ]
+    assert tail_a == tail_b
+    assert not resting.resting
+    assert final_state(resting) == final_state(original)
+    assert resting.to_bytes() == original.to_bytes()
+
+
+def test_a_restore_under_other_policies_or_from_format_1_folds_at_once(config: ClockConfig):
+    """A summary holds due times computed under the policies of its save: under changed
+    policies the clock is re-folded at once (the new policy applies as on any re-fold). Format 1
+    saves (no summary) still read."""
+    clock = ItemClock("T-1", config)
+    clock.apply(opened())
+    saved = clock.to_bytes()
+    changed = ClockConfig.from_policies(
+        PolicySet.model_validate({**yaml.safe_load(POLICIES), "version": 99})
+    )
+    assert changed.fingerprint != config.fingerprint
+    refolded = ItemClock.restore("T-1", changed, saved)
+    assert not refolded.resting
+    assert refolded.promises[0].policy.version == 99
+    old = orjson.loads(saved)
+    del old["summary"]
+    old["format"] = 1
+    from_format_1 = ItemClock.restore("T-1", config, orjson.dumps(old))
+    assert not from_format_1.resting
+    assert resting_view(from_format_1) == resting_view(clock)
+    assert from_format_1.to_bytes() == saved
+    broken = {**orjson.loads(saved), "summary": [config.fingerprint, "ticket"]}
+    with pytest.raises(SavedStateError, match="T-1"):
+        ItemClock.restore("T-1", config, orjson.dumps(broken))
+
+
 def test_the_log_keeps_events_encoded_and_saves_read_back_in_either_form(config: ClockConfig):
     """Memory per item: the log holds each event as its saved JSON, not the decoded model, after
     an in-order event, a re-fold (an event out of order) and a restore alike. A value saved as

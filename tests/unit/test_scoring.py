@@ -142,7 +142,10 @@ def test_bad_policy_file_names_the_field(tmp_path: Path):
         load_policies(tmp_path / "missing.yaml")
 
 
-def test_restored_state_ahead_of_the_resume_point_breaches_nothing_early(config: ScoringConfig):
+@pytest.mark.parametrize("load", ["from_bytes", "restore"])
+def test_restored_state_ahead_of_the_resume_point_breaches_nothing_early(
+    config: ScoringConfig, load: str
+):
     # The store saves clocks before the offsets commit, so after a crash a worker can restore
     # T-2 with an event it is about to read again, 40 minutes after T-1's. Re-reading from
     # T-1's events must not fire T-1's timers at T-2's time (a breach, then a correction).
@@ -159,7 +162,10 @@ def test_restored_state_ahead_of_the_resume_point_breaches_nothing_early(config:
 
     restarted = Scoring(config, track_windows=False)
     saved = reference.items["T-2"].to_bytes()
-    restarted.adopt(ItemClock.from_bytes("T-2", config.clock, saved))
+    restarted.adopt(getattr(ItemClock, load)("T-2", config.clock, saved))
+    folded = Scoring(config, track_windows=False)
+    folded.adopt(ItemClock.from_bytes("T-2", config.clock, saved))
+    assert restarted.open_counts() == folded.open_counts() != {}
     stream = events[0].stream
     assert not restarted.caught_up(stream) and stream not in restarted.stream_watermarks
     got = [g.model_dump() for e in events for g in restarted.process_and_tick(e)]

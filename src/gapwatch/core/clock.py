@@ -33,6 +33,7 @@ An `ItemClock` is a pure fold over the item's input events and a clock reading `
 from __future__ import annotations
 
 import bisect
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -100,8 +101,13 @@ EXPLICIT = VersionRef(name="explicit", version=0)
 
 
 SEGMENT_INTERN_LIMIT = 100_000
-SAVED_FORMAT = 1
-"""Version of `ItemClock.to_dict`; bump it (and teach `from_bytes` the old one) on any change."""
+SAVED_FORMAT = 2
+"""Version of `ItemClock.to_dict`; bump it (and teach `from_bytes` the old one) on any change.
+
+Format 2 is format 1 plus a `summary` (see `ItemClock.restore`); `from_bytes` reads both."""
+READABLE_FORMATS = (1, 2)
+OPEN_STATES = ("open", "at_risk", "overdue")
+"""How an item's promise counts in the open gauges: open, open and at risk, breached and open."""
 
 
 class SavedStateError(Exception):
@@ -141,6 +147,8 @@ class ClockConfig:
     reply_authors: frozenset[str]
     reply_visibilities: frozenset[str]
     log_limit: int = 512
+    # Names the configuration that saved summaries were computed under (see `ItemClock.restore`).
+    fingerprint: str = ""
 
     resolved: dict[str, dict[PromiseKind, ResolvedPromise]] = field(default_factory=dict)
     _refs: dict[str, VersionRef] = field(default_factory=dict)
@@ -156,6 +164,9 @@ class ClockConfig:
             reply_authors=frozenset(replies.authors),
             reply_visibilities=frozenset(replies.visibilities),
             log_limit=log_limit,
+            fingerprint=hashlib.sha256(
+                f"{log_limit}:{policies.model_dump_json()}".encode()
+            ).hexdigest()[:16],
             # Resolved once: every opened item would otherwise rebuild its policy's promises.
             resolved={p.name: {r.kind: r for r in policies.resolve(p)} for p in policies.policies},
         )
@@ -281,10 +292,52 @@ class _State:
     clock: datetime | None = None
 
 
-class ItemClock:
-    """The promise clock of one ticket or job (see the module docstring for the rules)."""
+@dataclass(slots=True)
+class _Summary:
+    """What a resting clock answers without its log: saved with the log, read on a restore."""
 
-    __slots__ = ("_config", "_emitted", "_log", "_state", "item_id")
+    item_kind: ItemKind | None
+    closed: bool
+    segment: dict[str, str]
+    last_event_at: datetime | None
+    last_item_event_at: datetime | None
+    next_deadline: datetime | None
+    open_states: tuple[tuple[PromiseKind, str], ...]
+    # The latest `advance` that found nothing due (the folded clock would have moved to it).
+    advanced_to: datetime | None = None
+
+    @classmethod
+    def of(cls, saved: list[Any], config: ClockConfig) -> _Summary:
+        _, kind, closed, segment, last, last_item, deadline, states = saved
+        return cls(
+            ItemKind(kind) if kind is not None else None,
+            closed,
+            config.shared_segment(segment),
+            _time(last),
+            _time(last_item),
+            _time(deadline),
+            tuple((PromiseKind(k), state) for k, state in states),
+        )
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+class ItemClock:
+    """The promise clock of one ticket or job (see the module docstring for the rules).
+
+    A clock restored with `restore` rests: it holds its saved bytes and answers what the
+    scoring engine asks of every item (kind, segment, next deadline, open states, last event
+    times) from the saved summary. Anything else (an event, a timer, its promises) re-folds it
+    from the saved log first, exactly as `from_bytes` does.
+    """
+
+    __slots__ = ("_config", "_emitted", "_log", "_resting", "_saved", "_state", "item_id")
 
     def __init__(self, item_id: str, config: ClockConfig) -> None:
         self.item_id = item_id
@@ -294,33 +347,62 @@ class ItemClock:
         # Ids of gap events already published, with what they were about (for corrections);
         # made with the first one (memory per item).
         self._emitted: dict[str, tuple[Outcome, PromiseKind, int, int]] | None = None
+        self._saved: bytes | None = None  # set while resting
+        self._resting: _Summary | None = None
 
     # --- public API ------------------------------------------------------------------------
 
     @property
+    def resting(self) -> bool:
+        """Whether the clock still answers from its saved summary (not re-folded yet)."""
+        return self._resting is not None
+
+    @property
     def item_kind(self) -> ItemKind | None:
+        if self._resting is not None:
+            return self._resting.item_kind
         return self._state.item_kind
 
     @property
     def closed(self) -> bool:
+        if self._resting is not None:
+            return self._resting.closed
         return self._state.closed
 
     @property
     def open_promises(self) -> list[Promise]:
+        self._wake()
         return [p for p in self._state.promises.values() if p.status is Status.OPEN]
 
     @property
     def promises(self) -> list[Promise]:
         """Every promise the item has had, current ones last."""
+        self._wake()
         return [*(self._state.history or ()), *self._state.promises.values()]
+
+    def open_states(self) -> list[tuple[PromiseKind, str]]:
+        """Each promise that counts in the open gauges, with how (one of `OPEN_STATES`)."""
+        if self._resting is not None:
+            return list(self._resting.open_states)
+        states = []
+        for promise in [*(self._state.history or ()), *self._state.promises.values()]:
+            if promise.status is Status.OPEN:
+                states.append((promise.kind, "at_risk" if promise.at_risk_fired else "open"))
+            elif promise.status is Status.BREACHED:
+                states.append((promise.kind, "overdue"))
+        return states
 
     @property
     def last_event_at(self) -> datetime | None:
+        if self._resting is not None:
+            return self._resting.last_event_at
         return self._log[-1].at if self._log else None
 
     @property
     def last_item_event_at(self) -> datetime | None:
         """Time of the latest ticket or job event (feedback travels on its own stream)."""
+        if self._resting is not None:
+            return self._resting.last_item_event_at
         for entry in reversed(self._log):
             if not entry.is_feedback:
                 return entry.at
@@ -328,18 +410,23 @@ class ItemClock:
 
     @property
     def paused(self) -> bool:
+        self._wake()
         return self._state.paused_since is not None
 
     @property
     def segment(self) -> dict[str, str]:
+        if self._resting is not None:
+            return self._resting.segment
         return self._state.segment
 
     @property
     def emitted_ids(self) -> set[str]:
+        self._wake()
         return set(self._emitted or ())
 
     def apply(self, event: AnyInputEvent) -> list[GapEvent]:
         """Apply one input event; returns the gap events it (and the time it moved) caused."""
+        self._wake()
         event_id = event.id
         if any(e.event_id == event_id for e in self._log):
             return []  # a repeated event id is the same event
@@ -359,6 +446,13 @@ class ItemClock:
 
     def advance(self, now: datetime) -> list[GapEvent]:
         """Move the clock to `now` without an event: due promises breach, at-risk levels fire."""
+        resting = self._resting
+        if resting is not None and (resting.next_deadline is None or now < resting.next_deadline):
+            # Nothing falls due before the next deadline: remember the time, stay resting.
+            if resting.advanced_to is None or now > resting.advanced_to:
+                resting.advanced_to = now
+            return []
+        self._wake()
         state = self._state
         if state.clock is not None and now <= state.clock:
             return []
@@ -368,6 +462,8 @@ class ItemClock:
 
     def next_deadline(self) -> datetime | None:
         """The earliest instant at which `advance` would emit something, if any."""
+        if self._resting is not None:
+            return self._resting.next_deadline
         if self._state.paused_since is not None:
             candidates = [p for p in self.open_promises if not p.pausable]
         else:
@@ -379,12 +475,27 @@ class ItemClock:
     # --- persistence -----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Compact form for a state store: the event log, the clock and the emitted ids.
+        """Compact form for a state store: the event log, the clock, the emitted ids and a summary.
 
         Each log entry is already JSON, so a save joins bytes rather than encoding the log again.
+        The summary (what `restore` answers from without re-folding) is computed from the folded
+        state and names the configuration it was computed under.
         """
+        if self._resting is not None and self._resting.advanced_to is None:
+            return self._saved  # type: ignore[return-value]  # set while resting
+        self._wake()
         state = self._state
         emitted = [[i, o.value, k.value, c, r] for i, (o, k, c, r) in (self._emitted or {}).items()]
+        summary = [
+            self._config.fingerprint,
+            state.item_kind,
+            state.closed,
+            state.segment,
+            _iso(self.last_event_at),
+            _iso(self.last_item_event_at),
+            _iso(self.next_deadline()),
+            self.open_states(),
+        ]
         return b"".join(
             (
                 b'{"format":',
@@ -395,6 +506,8 @@ class ItemClock:
                 orjson.dumps(state.clock.isoformat() if state.clock else None),
                 b',"emitted":',
                 orjson.dumps(emitted),
+                b',"summary":',
+                orjson.dumps(summary),
                 b"}",
             )
         )
@@ -409,29 +522,68 @@ class ItemClock:
         cls, item_id: str, config: ClockConfig, raw: bytes | dict[str, Any]
     ) -> ItemClock:
         """Rebuild a clock saved by `to_bytes` (or its decoded JSON): the log is re-folded."""
-        # A state store may hand back the JSON already decoded (faust does after a recovery).
-        try:
-            saved = raw if isinstance(raw, dict) else orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise SavedStateError(item_id, f"not JSON: {exc}") from None
-        if not isinstance(saved, dict) or saved.get("format") != SAVED_FORMAT:
-            found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-            raise SavedStateError(item_id, f"format {found!r}, this version reads {SAVED_FORMAT}")
+        saved = _read_saved(item_id, raw)
         clock = cls(item_id, config)
+        clock._fold_saved(saved)
+        return clock
+
+    @classmethod
+    def restore(cls, item_id: str, config: ClockConfig, raw: bytes) -> ItemClock:
+        """A clock from its saved bytes, resting: re-folded only when first used.
+
+        A restart restores every item of its partitions, and re-folding each one (decoding its
+        log and redoing the calendar arithmetic) costs far more than reading a summary; most
+        items then wait for their next event or deadline. A save without a summary (format 1),
+        or with one computed under other policies, is re-folded at once (`from_bytes`), so a
+        policy change applies to restored items exactly as it would on a re-fold.
+        """
+        saved = _read_saved(item_id, raw)
+        summary = saved.get("summary")
+        if not isinstance(summary, list) or not summary or summary[0] != config.fingerprint:
+            clock = cls(item_id, config)
+            clock._fold_saved(saved)
+            return clock
+        clock = cls.__new__(cls)
+        clock.item_id = item_id
+        clock._config = config
+        clock._log = _RESTING_LOG
+        clock._state = _RESTING_STATE
+        clock._emitted = None
+        clock._saved = raw
+        try:
+            clock._resting = _Summary.of(summary, config)
+        except (TypeError, ValueError) as exc:
+            raise SavedStateError(item_id, f"summary: {exc}") from None
+        return clock
+
+    def _wake(self) -> None:
+        """Re-fold a resting clock from its saved log (no-op for a clock in use)."""
+        resting = self._resting
+        if resting is None or self._saved is None:
+            return
+        saved = _read_saved(self.item_id, self._saved)
+        self._log = []
+        self._state = _State()
+        self._fold_saved(saved)
+        if resting.advanced_to is not None:
+            self._advance(resting.advanced_to, [])  # nothing was due before it: moves the clock
+        self._saved = None
+        self._resting = None
+
+    def _fold_saved(self, saved: dict[str, Any]) -> None:
         for event_id, event_type, body in saved["log"]:
             data = _DATA_OF_TYPE[event_type].model_validate(body)
-            clock._log.append(_Entry.of(event_id, data))
-        clock._emitted = {
+            self._log.append(_Entry.of(event_id, data))
+        self._emitted = {
             i: (Outcome(o), PromiseKind(k), c, r) for i, o, k, c, r in saved["emitted"]
         }
         out: list[tuple[GapData, str]] = []
-        for entry in clock._log:
-            clock._step(entry, out)
+        for entry in self._log:
+            self._step(entry, out)
             entry.data = None
         if saved["clock"] is not None:
-            clock._advance(datetime.fromisoformat(saved["clock"]), out)
+            self._advance(datetime.fromisoformat(saved["clock"]), out)
         # Whatever the re-fold produced was emitted before the save; only ids are needed.
-        return clock
 
     # --- folding ---------------------------------------------------------------------------
 
@@ -933,6 +1085,23 @@ class ItemClock:
             calendar=VersionRef(name=cal.name, version=cal.spec.version),
             caused_by=caused_by or promise.caused_by,
         )
+
+
+_RESTING_LOG: list[_Entry] = []
+_RESTING_STATE = _State()
+"""Shared by resting clocks, which never touch them (every use wakes the clock first)."""
+
+
+def _read_saved(item_id: str, raw: bytes | dict[str, Any]) -> dict[str, Any]:
+    # A state store may hand back the JSON already decoded (faust does after a recovery).
+    try:
+        saved = raw if isinstance(raw, dict) else orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SavedStateError(item_id, f"not JSON: {exc}") from None
+    if not isinstance(saved, dict) or saved.get("format") not in READABLE_FORMATS:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise SavedStateError(item_id, f"format {found!r}, this version reads {READABLE_FORMATS}")
+    return saved
 
 
 def _breach_of(

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gapwatch.core.catalog import AnyInputEvent
-from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, Status
+from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull
 from gapwatch.core.feedback import ItemKind
 from gapwatch.core.gaps import GapData, GapEvent
 from gapwatch.core.promises import PromiseKind
@@ -240,14 +240,14 @@ class Scoring:
             if clock.closed or clock.item_kind is None:
                 continue
             segment = self.keyer.key(clock.segment)
-            for promise in clock.promises:
-                if promise.status is Status.OPEN:
-                    c = counts.setdefault((segment, promise.kind), OpenCounts())
+            for kind, state in clock.open_states():
+                c = counts.setdefault((segment, kind), OpenCounts())
+                if state == "overdue":
+                    c.overdue += 1
+                else:
                     c.open += 1
-                    if promise.at_risk_fired:
+                    if state == "at_risk":
                         c.at_risk += 1
-                elif promise.status is Status.BREACHED:
-                    counts.setdefault((segment, promise.kind), OpenCounts()).overdue += 1
         return counts
 
     def snapshot(self, now: datetime) -> Snapshot:
