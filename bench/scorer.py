@@ -5,9 +5,12 @@ Prints:
   2. scorer: sustained events/s through one scorer worker over the same events (its own count);
   3. latency from input append to gap-event append at about half the scorer's rate (p50/p99);
   4. memory per open promise, in-process, with --items open tickets (two promises each);
-  5. restart time of a worker holding --restart-items items in its table.
+  5. restart time of a worker holding --restart-items items in its table: written straight to
+     the table's changelog, recovered by a cold start, then the worker is killed -9 and
+     started again on its local RocksDB.
 
-    .venv/bin/python -m bench.scorer [--events 60000] [--items 1000000] [--restart-items 50000]
+    .venv/bin/python -m bench.scorer [--events 60000] [--items 1000000] [--restart-items 1000000]
+    .venv/bin/python -m bench.scorer --only restart --restart-items 1000000
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
+from aiokafka.partitioner import murmur2
 
 from bench.common import REPO, kafka_bootstrap
 from gapwatch.config import load_policies
@@ -38,7 +43,7 @@ from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.scoring import Scoring, ScoringConfig
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
 from gapwatch.core.validation import validate_event
-from gapwatch.kafka.clients import consumer, reliable_producer
+from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch.kafka.topics import ensure_topics
 from gapwatch.simulation import Scenario, Simulator
@@ -113,7 +118,13 @@ async def raw_consume_rate(settings: KafkaSettings, expected: int) -> float:
 
 
 def start_scorer(
-    settings: KafkaSettings, work: Path, name: str, port: int, wall_clock: bool
+    settings: KafkaSettings,
+    work: Path,
+    name: str,
+    port: int,
+    wall_clock: bool,
+    log_name: str | None = None,
+    instance: str | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -125,7 +136,9 @@ def start_scorer(
         "GAPWATCH_SCORER_WALL_CLOCK": "true" if wall_clock else "false",
         "GAPWATCH_SCORER_SNAPSHOT_SECONDS": "5",
     }
-    log = (work / f"{name}.log").open("ab")
+    if instance is not None:
+        env["GAPWATCH_SCORER_INSTANCE_ID"] = instance
+    log = (work / f"{log_name or name}.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "gapwatch_scorer"], env=env, stdout=log, stderr=log, cwd=REPO
     )
@@ -264,41 +277,140 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
-def restart_time(settings: KafkaSettings, work: Path, items: int) -> tuple[float, str]:
-    docs = []
+RESTORED = re.compile(r"restored (\d+) items of partitions \[(\d+)\] in ([0-9.]+)s")
+
+
+def saved_clocks(items: int, distinct: int = 20_000) -> Iterator[tuple[str, bytes]]:
+    """(item id, saved clock) of `items` open tickets, as the scorer's table holds them.
+
+    `distinct` tickets (opened over the last hour, one a 180 ms, teams and priorities varying)
+    go through the scoring core; the rest are copies of them under other ids, which is all a
+    restore can tell apart (it reads summaries, not logs).
+    """
+    policies = load_policies(REPO / "deploy" / "config" / "policies.yaml")
+    scoring = Scoring(ScoringConfig(ClockConfig.from_policies(policies)), track_windows=False)
     start = datetime.now(UTC) - timedelta(hours=1)
-    for i in range(items):
-        doc = orjson.loads(orjson.dumps(EXAMPLES["gapwatch.ticket.opened.v1"]))
-        at = (start + timedelta(milliseconds=i)).isoformat()
-        item = f"R-{i}"
-        doc.update(id=f"r-{i}", subject=item, time=at)
-        doc["data"].update(ticket_id=item, opened_at=at, promises=[])
+    template = EXAMPLES["gapwatch.ticket.opened.v1"]
+    base = []
+    for i in range(min(items, distinct)):
+        doc = orjson.loads(orjson.dumps(template))
+        at = (start + timedelta(milliseconds=180 * i)).isoformat()
+        item = f"R{i:06d}"
+        doc.update(id=f"r{i:06d}", subject=item, time=at)
+        doc["data"].update(
+            ticket_id=item,
+            opened_at=at,
+            promises=[],
+            team=("billing", "support", "network", "onboarding")[i % 4],
+            priority=("P1", "P2", "P3")[i % 3],
+        )
         doc["data"].pop("sla_policy")
-        docs.append(doc)
-    asyncio.run(produce(settings, docs))
-    port = 18952
-    proc = start_scorer(settings, work, "restart", port, wall_clock=False)
-    wait_ready(work / "restart.log", proc)
-    while scorer_events(port) < items:
-        time.sleep(0.5)
-    time.sleep(3)  # let the table flush its changelog
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    began = time.perf_counter()
-    proc = start_scorer(settings, work, "restart", port, wall_clock=False)
+        scoring.process(validate_event(doc))
+        base.append((item, scoring.items[item].to_bytes()))
+    for copy in range(-(-items // len(base))):
+        for item, saved in base:
+            if copy:
+                new = f"{item}-{copy:03d}"
+                saved = saved.replace(f'"{item}"'.encode(), f'"{new}"'.encode())
+                saved = saved.replace(f'"r{item[1:]}"'.encode(), f'"r{new[1:]}"'.encode())
+                item = new
+            yield item, saved
+            items -= 1
+            if not items:
+                return
+
+
+async def write_changelog(settings: KafkaSettings, topic: str, items: int) -> None:
+    """Write saved clocks straight to the items table's changelog, keyed and partitioned as
+    faust writes them (JSON-encoded item id; the partition of the item's input events)."""
+    producer = reliable_producer(settings)
+    await producer.start()
     try:
-        log = work / "restart.log"
-        while True:
-            text = log.read_text(errors="replace")
-            restored = re.findall(r"restored (\d+) items.* in ([0-9.]+)s", text)
-            if restored and int(restored[-1][0]) > 0:
-                return time.perf_counter() - began, f"{restored[-1][0]} items restored"
-            if proc.poll() is not None or time.perf_counter() - began > 600:
-                return time.perf_counter() - began, "did not finish"
-            time.sleep(0.2)
+        acks = []
+        for item, saved in saved_clocks(items):
+            partition = (murmur2(item.encode()) & 0x7FFFFFFF) % settings.kafka_partitions
+            acks.append(
+                await producer.send(topic, saved, key=orjson.dumps(item), partition=partition)
+            )
+            if len(acks) >= 5000:
+                await asyncio.gather(*acks)
+                acks = []
+        await asyncio.gather(*acks)
     finally:
-        proc.send_signal(signal.SIGTERM)
+        await producer.stop()
+
+
+async def changelog_topic(settings: KafkaSettings) -> str:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        topics = await admin.list_topics()
+    finally:
+        await admin.close()
+    found = [
+        t for t in topics if t.startswith(settings.topic_prefix) and t.endswith("-items-changelog")
+    ]
+    if len(found) != 1:
+        raise SystemExit(f"expected one items changelog topic, found {found}")
+    return found[0]
+
+
+def wait_restored(
+    log: Path, proc: subprocess.Popen[bytes], partitions: int, began: float
+) -> tuple[float, int]:
+    """Seconds from `began` until every partition logged its restore, and the items restored."""
+    while True:
+        done = {int(p): int(n) for n, p, _ in RESTORED.findall(log.read_text(errors="replace"))}
+        if len(done) == partitions:
+            return time.perf_counter() - began, sum(done.values())
+        if proc.poll() is not None or time.perf_counter() - began > 900:
+            raise SystemExit(f"scorer did not restore every partition; see {log}")
+        time.sleep(0.1)
+
+
+def restart_time(settings: KafkaSettings, work: Path, items: int) -> dict[str, float]:
+    """Cold start (changelog recovery + restore), then kill -9 and restart on the local
+    RocksDB: with dynamic group membership (the default), then with static membership
+    (`GAPWATCH_SCORER_INSTANCE_ID`)."""
+    port = 18952
+    partitions = settings.kafka_partitions
+    proc = start_scorer(settings, work, "restart-empty", port, wall_clock=False)
+    wait_ready(work / "restart-empty.log", proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    began = time.perf_counter()
+    asyncio.run(write_changelog(settings, asyncio.run(changelog_topic(settings)), items))
+    figures = {"write_changelog_s": time.perf_counter() - began}
+
+    def run(log_name: str, instance: str | None) -> subprocess.Popen[bytes]:
+        began = time.perf_counter()
+        proc = start_scorer(
+            settings, work, "restart", port, wall_clock=False, log_name=log_name, instance=instance
+        )
+        seconds, restored = wait_restored(work / f"{log_name}.log", proc, partitions, began)
+        text = (work / f"{log_name}.log").read_text(errors="replace")
+        figures[f"{log_name}_s"] = seconds
+        figures[f"{log_name}_items"] = restored
+        figures[f"{log_name}_restore_s"] = sum(float(t) for _, _, t in RESTORED.findall(text))
+        return proc
+
+    def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        proc.send_signal(sig)
         proc.wait(60)
+
+    proc = run("cold", None)
+    time.sleep(3)  # let RocksDB settle, as a worker that ran a while would be
+    figures["rss_bytes"] = _process_rss(proc.pid)
+    stop(proc, signal.SIGKILL)
+    stop(run("dynamic", None), signal.SIGTERM)  # leaves the group: the next start waits for none
+    stop(run("static-first", "bench-1"), signal.SIGKILL)
+    stop(run("static", "bench-1"), signal.SIGTERM)
+    return figures
+
+
+def _process_rss(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
 
 
 def main() -> None:
@@ -306,55 +418,75 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--items", type=int, default=1_000_000, help="open items for memory")
-    parser.add_argument("--restart-items", type=int, default=50_000)
+    parser.add_argument("--restart-items", type=int, default=1_000_000)
+    parser.add_argument(
+        "--only", choices=("rate", "latency", "memory", "restart"), help="run one phase only"
+    )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="events/s for the latency phase (default: half the measured scorer rate)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gapwatch-bench-"))
-
-    settings = fresh_settings(args.partitions)
-    asyncio.run(ensure_topics(settings))
-    docs = simulated(args.events, datetime(2026, 3, 2, tzinfo=UTC))
-    asyncio.run(produce(settings, docs))
-    print(
-        f"broker {settings.kafka_bootstrap}, {args.partitions} partitions, "
-        f"{len(docs)} simulated events, work dir {work}"
-    )
-    raw = asyncio.run(raw_consume_rate(settings, len(docs)))
-    print(f"raw aiokafka consume (getmany + json + dict): {raw:10,.0f} events/s")
-    rate = scorer_rate(settings, work, len(docs))
-    print(
-        f"scorer, one worker:                            {rate:10,.0f} events/s  "
-        f"ratio {rate / raw:.3f}"
-    )
-
-    live = fresh_settings(args.partitions)
-    asyncio.run(ensure_topics(live))
-    target = max(10.0, rate / 2 / 2)  # two input events per ticket
-    delays = asyncio.run(latency(live, work, target * 2, args.latency_seconds))
-    if delays:
-        delays.sort()
-        p50 = statistics.median(delays)
-        p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    print(f"broker {kafka_bootstrap()}, {args.partitions} partitions, work dir {work}")
+    phases = {args.only} if args.only else {"rate", "latency", "memory", "restart"}
+    rate = None
+    if "rate" in phases:
+        settings = fresh_settings(args.partitions)
+        asyncio.run(ensure_topics(settings))
+        docs = simulated(args.events, datetime(2026, 3, 2, tzinfo=UTC))
+        asyncio.run(produce(settings, docs))
+        raw = asyncio.run(raw_consume_rate(settings, len(docs)))
+        print(f"{len(docs)} simulated events")
+        print(f"raw aiokafka consume (getmany + json + dict): {raw:10,.0f} events/s")
+        rate = scorer_rate(settings, work, len(docs))
         print(
-            f"latency input append -> gap append at {target * 2:,.0f} events/s: "
-            f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(delays)} samples)"
+            f"scorer, one worker:                            {rate:10,.0f} events/s  "
+            f"ratio {rate / raw:.3f}"
         )
-    else:
-        print("latency: no samples")
 
-    per_promise, core_rate = memory_per_open_promise(args.items)
-    print(
-        f"memory per open promise ({args.items:,} open tickets, core in-process): "
-        f"{per_promise:,.0f} bytes  (core applied {core_rate:,.0f} opens/s)"
-    )
+    if "latency" in phases:
+        live = fresh_settings(args.partitions)
+        asyncio.run(ensure_topics(live))
+        events_per_second = args.latency_rate or max(20.0, (rate or 1000.0) / 2)
+        delays = asyncio.run(latency(live, work, events_per_second, args.latency_seconds))
+        if delays:
+            delays.sort()
+            p50 = statistics.median(delays)
+            p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+            print(
+                f"latency input append -> gap append at {events_per_second:,.0f} events/s: "
+                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(delays)} samples)"
+            )
+        else:
+            print("latency: no samples")
 
-    restart = fresh_settings(args.partitions)
-    asyncio.run(ensure_topics(restart))
-    seconds, what = restart_time(restart, work, args.restart_items)
-    print(
-        f"restart after kill -9 with {args.restart_items:,} items: {seconds:.1f} s to "
-        f"restore ({what})"
-    )
+    if "memory" in phases:
+        per_promise, core_rate = memory_per_open_promise(args.items)
+        print(
+            f"memory per open promise ({args.items:,} open tickets, core in-process): "
+            f"{per_promise:,.0f} bytes  (core applied {core_rate:,.0f} opens/s)"
+        )
+
+    if "restart" in phases:
+        restart = fresh_settings(args.partitions)
+        asyncio.run(ensure_topics(restart))
+        f = restart_time(restart, work, args.restart_items)
+        print(
+            f"restart with {args.restart_items:,} items in the table "
+            f"(written to its changelog in {f['write_changelog_s']:.0f} s):\n"
+            f"  cold start, recovery from the changelog + restore: {f['cold_s']:.1f} s "
+            f"({f['cold_items']:,.0f} items, restore {f['cold_restore_s']:.1f} s; worker RSS "
+            f"{f['rss_bytes'] / 2**20:,.0f} MiB)"
+        )
+        for name, what in (("dynamic", "dynamic membership"), ("static", "static membership")):
+            print(
+                f"  after kill -9, local RocksDB, {what}: {f[name + '_s']:.1f} s from process "
+                f"start to every partition restored ({f[name + '_items']:,.0f} items, restore "
+                f"{f[name + '_restore_s']:.1f} s)"
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ re-emitted gap events keep their ids), then writes each touched item once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import weakref
@@ -318,13 +319,21 @@ class ScorerService:
         for number in self.loaded - assigned:
             self.clocks.pop(number, None)
         rebalances = self.rebalances
-        for number in sorted(assigned - self.loaded):
+        new = sorted(assigned - self.loaded)
+        for number in new:
             started = time.monotonic()
             self.loading.add(number)
+            # A restore makes millions of long-lived objects: the cyclic collector would scan
+            # them all again and again while they are made, and after (`gc.freeze` moves what
+            # exists now out of its sight; clocks are freed by reference counting anyway).
+            collecting = gc.isenabled()
+            gc.disable()
             try:
                 restored = await self._restore_partition(number, items, rebalances)
             finally:
                 self.loading.discard(number)
+                if collecting:
+                    gc.enable()
             if restored is None:
                 self.clocks.pop(number, None)  # a rebalance began: load it again when it ends
                 return
@@ -336,28 +345,32 @@ class ScorerService:
                 time.monotonic() - started,
             )
         self.loaded &= assigned
+        if new:
+            gc.freeze()
 
     async def _restore_partition(
         self, number: int, items: faust.Table, rebalances: int
     ) -> int | None:
-        store = items.data
         scoring = self.partition(number).scoring
+        config = self.config.clock
         restored = 0
-        for n, (key, value) in enumerate(_saved_items(store, number), start=1):
-            if n % RESTORE_YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-                if self.rebalances != rebalances:
-                    return None
+        batch: list[ItemClock] = []
+        for key, value in _saved_items(items.data, number):
             try:
                 item_id = orjson.loads(key)
                 if item_id in scoring.items:
                     continue  # an event already brought it in; that copy is newer
-                scoring.adopt(ItemClock.restore(item_id, self.config.clock, value))
+                batch.append(ItemClock.restore(item_id, config, value))
             except (orjson.JSONDecodeError, SavedStateError) as exc:
                 log.error("%s; its events will be dead-lettered as state_unreadable", exc)
                 continue
-            restored += 1
-        return restored
+            if len(batch) >= RESTORE_YIELD_EVERY:
+                restored += scoring.adopt_many(batch)
+                batch.clear()
+                await asyncio.sleep(0)
+                if self.rebalances != rebalances:
+                    return None
+        return restored + scoring.adopt_many(batch)
 
     async def tick(self) -> None:
         self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))
@@ -615,6 +628,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         # A worker killed with -9 holds its partitions until the session expires.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        consumer_group_instance_id=settings.scorer_instance_id,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         table_standby_replicas=0,

@@ -20,6 +20,14 @@ class ScorerSettings(KafkaSettings):
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Consumer group and faust app id; workers with the same id share the work.",
     )
+    scorer_instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Static group membership (Kafka group.instance.id): a worker restarted "
+        "under the same id takes its partitions back at once, not after the session timeout. "
+        "Give each worker a stable, unique id (a StatefulSet pod name); a stopped worker's "
+        "partitions then move only when its session times out. Unset: dynamic membership.",
+    )
     scorer_host: str = Field(default="127.0.0.1", description="Address of the metrics server.")
     scorer_port: int = Field(default=8082, ge=1, le=65535, description="Metrics/health port.")
     scorer_data_dir: Path = Field(

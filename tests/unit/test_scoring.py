@@ -171,3 +171,62 @@ def test_restored_state_ahead_of_the_resume_point_breaches_nothing_early(
     got = [g.model_dump() for e in events for g in restarted.process_and_tick(e)]
     assert got == want
     assert restarted.caught_up(stream)
+
+
+def test_a_resting_restore_of_a_whole_stream_then_goes_on_like_the_original(
+    config: ScoringConfig,
+):
+    """Restart in the middle of a simulated stream (tickets, jobs, feedback; some items closed,
+    paused, breached): restoring every saved clock resting, in bulk (`adopt_many`) and one by
+    one (`adopt`), gives the original's open counts at once, and the rest of the stream then
+    yields exactly the original's gap events, with every timer firing on time."""
+    from gapwatch.core.clock import ItemClock
+    from gapwatch.core.validation import decode_event
+
+    events = [decode_event(line) for line in simulated_lines(120, seed=11)]
+    half = len(events) // 2
+    original = Scoring(config, track_windows=False)
+    for ev in events[:half]:
+        original.process_and_tick(ev)
+    saved = {item: clock.to_bytes() for item, clock in original.items.items()}
+    assert len(saved) > 100
+
+    bulk = Scoring(config, track_windows=False)
+    assert bulk.adopt_many(ItemClock.restore(i, config.clock, b) for i, b in saved.items()) == len(
+        saved
+    )
+    # A second, small bulk into the large heap takes the push path: the items due first.
+    late = Scoring(config, track_windows=False)
+    far = datetime.max.replace(tzinfo=UTC)
+    soonest = sorted(saved, key=lambda i: original.items[i].next_deadline() or far)[:3]
+    late.adopt_many(
+        ItemClock.restore(i, config.clock, b) for i, b in saved.items() if i not in soonest
+    )
+    late.adopt_many(ItemClock.restore(i, config.clock, saved[i]) for i in soonest)
+    single = Scoring(config, track_windows=False)
+    folded = Scoring(config, track_windows=False)
+    for item, raw in saved.items():
+        single.adopt(ItemClock.restore(item, config.clock, raw))
+        folded.adopt(ItemClock.from_bytes(item, config.clock, raw))
+
+    want_counts = original.open_counts()
+    assert want_counts
+    for restored in (bulk, late, single):
+        assert all(clock.resting for clock in restored.items.values())
+        assert restored.open_counts() == want_counts
+        assert restored.restored_watermarks == folded.restored_watermarks
+        assert restored._scheduled == folded._scheduled
+        # The restored scorer re-reads the second half only (its offsets were committed).
+        for ev in events[:half]:
+            restored.stream_watermarks[ev.stream] = max(
+                ev.data.occurred_at, restored.stream_watermarks.get(ev.stream, ev.data.occurred_at)
+            )
+    end = events[-1].data.occurred_at + timedelta(days=3)
+    want = [g.id for ev in events[half:] for g in original.process_and_tick(ev)]
+    want += [g.id for g in original.tick(end)]
+    assert len(want) > 100
+    for restored in (bulk, late, single):
+        got = [g.id for ev in events[half:] for g in restored.process_and_tick(ev)]
+        got += [g.id for g in restored.tick(end)]
+        assert got == want
+        assert restored.open_counts() == original.open_counts()

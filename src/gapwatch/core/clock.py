@@ -154,6 +154,9 @@ class ClockConfig:
     _refs: dict[str, VersionRef] = field(default_factory=dict)
     _pauses: dict[str, frozenset[str]] = field(default_factory=dict)
     _segments: dict[tuple[tuple[str, str], ...], dict[str, str]] = field(default_factory=dict)
+    _open_states: dict[tuple[Any, ...], tuple[tuple[PromiseKind, str], ...]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def from_policies(cls, policies: PolicySet, log_limit: int = 512) -> ClockConfig:
@@ -179,6 +182,18 @@ class ClockConfig:
             if len(self._segments) >= SEGMENT_INTERN_LIMIT:
                 return segment  # free-form labels gone wild: stop interning, stay correct
             shared = self._segments[key] = segment
+        return shared
+
+    def shared_open_states(self, states: list[list[str]]) -> tuple[tuple[PromiseKind, str], ...]:
+        """Saved open states as shared tuples: most items are in one of a handful of states."""
+        key = tuple((kind, state) for kind, state in states)
+        shared = self._open_states.get(key)
+        if shared is None:
+            shared = tuple((PromiseKind(kind), state) for kind, state in key)
+            if any(state not in OPEN_STATES for _, state in shared):
+                raise ValueError(f"unknown open state in {states!r}")
+            if len(self._open_states) < SEGMENT_INTERN_LIMIT:
+                self._open_states[key] = shared
         return shared
 
     def policy_ref(self, policy: Policy) -> VersionRef:
@@ -309,15 +324,37 @@ class _Summary:
     @classmethod
     def of(cls, saved: list[Any], config: ClockConfig) -> _Summary:
         _, kind, closed, segment, last, last_item, deadline, states = saved
+        last_at = _time(last)
         return cls(
-            ItemKind(kind) if kind is not None else None,
-            closed,
+            _ITEM_KINDS[kind] if kind is not None else None,
+            bool(closed),
             config.shared_segment(segment),
-            _time(last),
-            _time(last_item),
+            last_at,
+            last_at if last_item == last else _time(last_item),
             _time(deadline),
-            tuple((PromiseKind(k), state) for k, state in states),
+            config.shared_open_states(states),
         )
+
+
+_ITEM_KINDS = {kind.value: kind for kind in ItemKind}
+_SUMMARY_KEY = b',"summary":'
+
+
+def _saved_summary(raw: bytes) -> Any:
+    """The summary of a format-2 save, parsed alone (it is the last key), or None.
+
+    The bytes `,"summary":` cannot occur inside a JSON string (its quotes would be escaped),
+    so the last occurrence is the top-level key the save ends with.
+    """
+    if not raw.startswith(b'{"format":2,') or not raw.endswith(b"}"):
+        return None
+    at = raw.rfind(_SUMMARY_KEY)
+    if at < 0:
+        return None
+    try:
+        return orjson.loads(raw[at + len(_SUMMARY_KEY) : -1])
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _time(text: str | None) -> datetime | None:
@@ -537,12 +574,9 @@ class ItemClock:
         or with one computed under other policies, is re-folded at once (`from_bytes`), so a
         policy change applies to restored items exactly as it would on a re-fold.
         """
-        saved = _read_saved(item_id, raw)
-        summary = saved.get("summary")
+        summary = _saved_summary(raw)
         if not isinstance(summary, list) or not summary or summary[0] != config.fingerprint:
-            clock = cls(item_id, config)
-            clock._fold_saved(saved)
-            return clock
+            return cls.from_bytes(item_id, config, raw)
         clock = cls.__new__(cls)
         clock.item_id = item_id
         clock._config = config
@@ -552,8 +586,8 @@ class ItemClock:
         clock._saved = raw
         try:
             clock._resting = _Summary.of(summary, config)
-        except (TypeError, ValueError) as exc:
-            raise SavedStateError(item_id, f"summary: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise SavedStateError(item_id, f"summary: {exc!r}") from None
         return clock
 
     def _wake(self) -> None:

@@ -36,6 +36,7 @@ from gapwatch.core.windows import RollingWindows, SegmentKeyer, WindowFigures
 
 DEFAULT_SEGMENT_LABELS = ("team", "region", "priority")
 STREAM_ITEM_KIND = {Stream.TICKETS: ItemKind.TICKET, Stream.JOBS: ItemKind.JOB}
+ITEM_KIND_STREAM = {kind: stream for stream, kind in STREAM_ITEM_KIND.items()}
 
 
 class LateEvent(Exception):
@@ -163,14 +164,47 @@ class Scoring:
         """
         self.items[clock.item_id] = clock
         last = clock.last_item_event_at
-        stream = {ItemKind.TICKET: Stream.TICKETS, ItemKind.JOB: Stream.JOBS}.get(
-            clock.item_kind or ItemKind.TICKET
-        )
+        stream = ITEM_KIND_STREAM.get(clock.item_kind or ItemKind.TICKET)
         if last is not None and stream is not None:
             mark = self.restored_watermarks.get(stream)
             if mark is None or last > mark:
                 self.restored_watermarks[stream] = last
         self._schedule(clock)
+
+    def adopt_many(self, clocks: Iterable[ItemClock]) -> int:
+        """`adopt` for a whole restore: the same result, timers heaped once at the end."""
+        items, scheduled, restored = self.items, self._scheduled, self.restored_watermarks
+        pending: dict[ItemKind, list[tuple[datetime, str]]] = {}
+        count = 0
+        for clock in clocks:
+            count += 1
+            item_id = clock.item_id
+            items[item_id] = clock
+            kind = clock.item_kind
+            last = clock.last_item_event_at
+            stream = ITEM_KIND_STREAM.get(kind or ItemKind.TICKET)
+            if last is not None and stream is not None:
+                mark = restored.get(stream)
+                if mark is None or last > mark:
+                    restored[stream] = last
+            deadline = clock.next_deadline()
+            if deadline is None:
+                scheduled.pop(item_id, None)
+            elif kind is not None and scheduled.get(item_id) != deadline:
+                scheduled[item_id] = deadline
+                timers = pending.get(kind)
+                if timers is None:
+                    timers = pending[kind] = []
+                timers.append((deadline, item_id))
+        for kind, timers in pending.items():
+            heap = self._timers.setdefault(kind, [])
+            if len(timers) * max(1, len(heap)).bit_length() < len(heap):
+                for timer in timers:  # a few into a large heap: pushing is cheaper
+                    heapq.heappush(heap, timer)
+            else:
+                heap.extend(timers)
+                heapq.heapify(heap)
+        return count
 
     def caught_up(self, stream: Stream) -> bool:
         """Whether events read since a restore have reached the restored clocks' time."""
