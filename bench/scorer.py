@@ -2,7 +2,8 @@
 
 Prints:
   1. raw: an aiokafka consumer (getmany + json.loads + a dict update) over the input topics;
-  2. scorer: sustained events/s through one scorer worker over the same events (its own count);
+  2. faust floor: a faust agent that takes the same events and does nothing (`faust_floor`);
+     scorer: sustained events/s through one scorer worker over the same events (its own count);
   3. latency from input append to gap-event append at about half the scorer's rate (p50/p99);
   4. memory per open promise, in-process, with --items open tickets (two promises each);
   5. restart time of a worker holding --restart-items items in its table: written straight to
@@ -144,6 +145,18 @@ def start_scorer(
     )
 
 
+def stop_scorer(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 60 s: faust has been seen to hang in shutdown when the
+    signal lands while it is still subscribing to its repartition topic."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        print(f"scorer {proc.pid} did not stop within 60 s of SIGTERM; killed", file=sys.stderr)
+        proc.kill()
+        proc.wait(30)
+
+
 def scorer_events(port: int) -> float:
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -163,6 +176,29 @@ def wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -
     return time.perf_counter() - started
 
 
+def faust_floor_rate(settings: KafkaSettings, expected: int, *options: str) -> float:
+    """Events/s that a faust agent doing nothing takes from the same topics (`faust_floor`)."""
+    env = {
+        **os.environ,
+        "GAPWATCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "GAPWATCH_TOPIC_PREFIX": settings.topic_prefix,
+        "GAPWATCH_KAFKA_PARTITIONS": str(settings.kafka_partitions),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.faust_floor", str(expected), *options],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    # faust's worker routes stdout through its logging, so the line may land on either stream.
+    found = re.search(r"faust-floor (\d+) ([0-9.]+)", done.stdout + done.stderr)
+    if found is None:
+        raise SystemExit(f"faust floor run failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return int(found[1]) / max(float(found[2]), 1e-9)
+
+
 def scorer_rate(settings: KafkaSettings, work: Path, expected: int) -> float:
     port = 18950
     proc = start_scorer(settings, work, "rate", port, wall_clock=False)
@@ -180,8 +216,7 @@ def scorer_rate(settings: KafkaSettings, work: Path, expected: int) -> float:
         assert first is not None
         return (seen - first[1]) / max(now - first[0], 1e-9)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        stop_scorer(proc)
 
 
 async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: float) -> list[float]:
@@ -225,8 +260,7 @@ async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: flo
         await asyncio.sleep(5)
     finally:
         await producer.stop()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        stop_scorer(proc)
     reader = consumer(
         settings,
         topic_name(Stream.GAPS, settings.topic_prefix),
@@ -376,8 +410,7 @@ def restart_time(settings: KafkaSettings, work: Path, items: int) -> dict[str, f
     partitions = settings.kafka_partitions
     proc = start_scorer(settings, work, "restart-empty", port, wall_clock=False)
     wait_ready(work / "restart-empty.log", proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+    stop_scorer(proc)
     began = time.perf_counter()
     asyncio.run(write_changelog(settings, asyncio.run(changelog_topic(settings)), items))
     figures = {"write_changelog_s": time.perf_counter() - began}
@@ -394,17 +427,17 @@ def restart_time(settings: KafkaSettings, work: Path, items: int) -> dict[str, f
         figures[f"{log_name}_restore_s"] = sum(float(t) for _, _, t in RESTORED.findall(text))
         return proc
 
-    def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        proc.send_signal(sig)
-        proc.wait(60)
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        proc.kill()
+        proc.wait(30)
 
     proc = run("cold", None)
     time.sleep(3)  # let RocksDB settle, as a worker that ran a while would be
     figures["rss_bytes"] = _process_rss(proc.pid)
-    stop(proc, signal.SIGKILL)
-    stop(run("dynamic", None), signal.SIGTERM)  # leaves the group: the next start waits for none
-    stop(run("static-first", "bench-1"), signal.SIGKILL)
-    stop(run("static", "bench-1"), signal.SIGTERM)
+    kill(proc)
+    stop_scorer(run("dynamic", None))  # leaves the group: the next start waits for none
+    kill(run("static-first", "bench-1"))
+    stop_scorer(run("static", "bench-1"))
     return figures
 
 
@@ -441,10 +474,20 @@ def main() -> None:
         raw = asyncio.run(raw_consume_rate(settings, len(docs)))
         print(f"{len(docs)} simulated events")
         print(f"raw aiokafka consume (getmany + json + dict): {raw:10,.0f} events/s")
+        floor = faust_floor_rate(settings, len(docs))
+        print(
+            f"faust agent doing nothing (take_events 500):   {floor:10,.0f} events/s  "
+            f"ratio {floor / raw:.3f}"
+        )
+        per_event = faust_floor_rate(settings, len(docs), "--per-event")
+        print(
+            f"faust agent doing nothing (per event):         {per_event:10,.0f} events/s  "
+            f"ratio {per_event / raw:.3f}"
+        )
         rate = scorer_rate(settings, work, len(docs))
         print(
             f"scorer, one worker:                            {rate:10,.0f} events/s  "
-            f"ratio {rate / raw:.3f}"
+            f"ratio {rate / raw:.3f} (to the faust floor {rate / floor:.3f})"
         )
 
     if "latency" in phases:
