@@ -219,9 +219,11 @@ def scorer_rate(settings: KafkaSettings, work: Path, expected: int) -> float:
         stop_scorer(proc)
 
 
-async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: float) -> list[float]:
-    """Produce live ticket events at `rate`/s (opened + replied pairs); for each reply's gap
-    event, gap append - input append (ms)."""
+async def latency(
+    settings: KafkaSettings, work: Path, rate: float, seconds: float, tick: float = 0.01
+) -> tuple[list[float], int]:
+    """Produce live ticket events at `rate`/s (opened + replied pairs), sent every `tick`
+    seconds; for each reply's gap event, gap append - input append (ms); and the replies sent."""
     port = 18951
     proc = start_scorer(settings, work, "latency", port, wall_clock=True)
     wait_ready(work / "latency.log", proc)
@@ -233,9 +235,11 @@ async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: flo
         n = 0
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:
-            tick = time.perf_counter()
+            began = time.perf_counter()
             acks = []
-            for _ in range(max(1, int(rate / 20))):  # two events (opened, replied) each
+            # Pairs due by now, not per tick: a tick that overruns does not lower the rate.
+            due = int((began - started) * rate / 2) + 1
+            for _ in range(due - n):  # two events (opened, replied) each
                 n += 1
                 now = datetime.now(UTC)
                 for kind, body in (
@@ -256,8 +260,14 @@ async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: flo
             for event_id, ack in acks:
                 meta = await ack
                 appended[event_id] = meta.timestamp / 1000
-            await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - tick)))
-        await asyncio.sleep(5)
+            await asyncio.sleep(max(0.0, tick - (time.perf_counter() - began)))
+        # Wait for the scorer to take every event, so a scorer that fell behind shows in the
+        # figures instead of dropping its slowest events from them.
+        for _ in range(240):  # at most 2 minutes
+            if scorer_events(port) >= 2 * n:
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)
     finally:
         await producer.stop()
         stop_scorer(proc)
@@ -281,7 +291,7 @@ async def latency(settings: KafkaSettings, work: Path, rate: float, seconds: flo
                         delays.append((record.timestamp / 1000 - appended[cause]) * 1000)
     finally:
         await reader.stop()
-    return delays
+    return delays, n
 
 
 def memory_per_open_promise(items: int) -> tuple[float, float]:
@@ -461,6 +471,13 @@ def main() -> None:
         type=float,
         help="events/s for the latency phase (default: half the measured scorer rate)",
     )
+    parser.add_argument(
+        "--latency-tick-ms",
+        type=float,
+        default=10.0,
+        help="the latency phase sends the events due every this many ms (100: bursts of "
+        "rate/10 events, as the bench sent them until 2026-11-23)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gapwatch-bench-"))
     print(f"broker {kafka_bootstrap()}, {args.partitions} partitions, work dir {work}")
@@ -494,14 +511,18 @@ def main() -> None:
         live = fresh_settings(args.partitions)
         asyncio.run(ensure_topics(live))
         events_per_second = args.latency_rate or max(20.0, (rate or 1000.0) / 2)
-        delays = asyncio.run(latency(live, work, events_per_second, args.latency_seconds))
+        tick = args.latency_tick_ms / 1000
+        delays, replies = asyncio.run(
+            latency(live, work, events_per_second, args.latency_seconds, tick)
+        )
         if delays:
             delays.sort()
             p50 = statistics.median(delays)
             p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
             print(
-                f"latency input append -> gap append at {events_per_second:,.0f} events/s: "
-                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(delays)} samples)"
+                f"latency input append -> gap append at {events_per_second:,.0f} events/s "
+                f"(sent every {args.latency_tick_ms:g} ms): "
+                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(delays)} of {replies} replies)"
             )
         else:
             print("latency: no samples")
