@@ -34,6 +34,7 @@ def serve(settings: IngestSettings, sock: socket.socket | None = None) -> None:
             header_timeout=settings.ingest_header_timeout_seconds,
             max_header_bytes=settings.ingest_max_header_bytes,
             body_timeout=settings.ingest_body_timeout_seconds,
+            max_connections=settings.ingest_max_connections,
             on_closed=lambda reason: closed.labels(reason).inc(),
         ),
         access_log=False,

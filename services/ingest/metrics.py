@@ -52,8 +52,8 @@ class IngestMetrics:
         )
         self.connections_closed = Counter(
             "gapwatch_ingest_connections_closed_total",
-            "Connections the server cut off, by reason: headers too slow or too large, or an "
-            "unread body too slow.",
+            "Connections the server cut off, by reason: headers too slow or too large, an "
+            "unread body too slow, or one connection over the open-connection limit.",
             ["reason"],
             registry=registry,
         )

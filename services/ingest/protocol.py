@@ -11,7 +11,12 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 Closed = Callable[[str], None]
-CLOSE_REASONS = ("header_timeout", "header_too_large", "unread_body_timeout")
+CLOSE_REASONS = (
+    "header_timeout",
+    "header_too_large",
+    "unread_body_timeout",
+    "too_many_connections",
+)
 
 
 def bounded_protocol(
@@ -19,6 +24,7 @@ def bounded_protocol(
     header_timeout: float,
     max_header_bytes: int,
     body_timeout: float,
+    max_connections: int = 1000,
     on_closed: Closed | None = None,
 ) -> type[BoundedHttpToolsProtocol]:
     """A protocol class for `uvicorn.Config(http=...)` with these bounds; `on_closed` is called
@@ -27,6 +33,7 @@ def bounded_protocol(
         "header_timeout": header_timeout,
         "max_header_bytes": max_header_bytes,
         "body_timeout": body_timeout,
+        "max_connections": max_connections,
         "on_closed": staticmethod(on_closed or (lambda reason: None)),
     }
     return type("IngestHttpProtocol", (BoundedHttpToolsProtocol,), attributes)
@@ -44,7 +51,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
       `max_header_bytes` long; else 408 or 431 and the connection closes (a connection that
       sent nothing is closed without an answer);
     - a body nobody reads (the answer went out first: 401, 413, 415) must finish arriving within
-      `body_timeout` seconds of the answer, else the connection closes.
+      `body_timeout` seconds of the answer, else the connection closes;
+    - at most `max_connections` connections are open at once: one more is answered 503 (with
+      `Retry-After`) and closed as it opens, so many idle or slow clients cannot hold an
+      unbounded number of sockets and buffers between them. (uvicorn's `limit_concurrency`
+      answers 503 only once a request's headers are in, and keeps the connection.)
 
     Bodies the endpoint reads are bounded by the endpoint itself (same `body_timeout`).
     """
@@ -52,6 +63,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_header_bytes: int = 65_536
     body_timeout: float = 10.0
+    max_connections: int = 1000
 
     @staticmethod
     def on_closed(reason: str) -> None:
@@ -64,6 +76,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._heads = 0
         self._body_pending = False
+        if len(self.connections) > self.max_connections:  # this one is already in the set
+            self._refuse(
+                "too_many_connections",
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the server holds its limit of {self.max_connections} open connections",
+                retry_after=1,
+            )
+            return
         self._arm(self.header_timeout, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -147,7 +167,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.on_closed("unread_body_timeout")
             self.transport.close()
 
-    def _refuse(self, reason: str, status: HTTPStatus, detail: str) -> None:
+    def _refuse(
+        self, reason: str, status: HTTPStatus, detail: str, retry_after: int | None = None
+    ) -> None:
         """Answer with a problem document if no answer is under way on this connection; close."""
         self._disarm()
         self.on_closed(reason)
@@ -164,7 +186,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 f"HTTP/1.1 {status.value} {status.phrase}\r\n"
                 "content-type: application/problem+json\r\n"
                 f"content-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n"
+                + (f"retry-after: {retry_after}\r\n" if retry_after is not None else "")
+                + "connection: close\r\n\r\n"
             )
             self.transport.write(head.encode("ascii") + body)
         self.transport.close()

@@ -57,6 +57,13 @@ class IngestSettings(KafkaSettings):
         le=1_048_576,
         description="Largest request line plus headers accepted (431, the connection closes).",
     )
+    ingest_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Most client connections one ingest worker holds open; one more is answered "
+        "503 (Retry-After: 1) and closed at once.",
+    )
     ingest_produce_timeout_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -374,6 +374,54 @@ def test_slow_bodies_are_cut_off_within_the_bound_while_others_are_served(
     assert metric(service, reason) == 2
 
 
+def test_connections_over_the_limit_are_503_and_closed_at_once(
+    kafka: KafkaSettings, tmp_path: Path
+):
+    limit = 5
+    service = start_ingest(
+        kafka,
+        tmp_path,
+        GAPWATCH_INGEST_MAX_CONNECTIONS=str(limit),
+        GAPWATCH_INGEST_HEADER_TIMEOUT_SECONDS="60",  # the idle ones stay open meanwhile
+    )
+    try:
+        served_over_limit(service, limit)
+    finally:
+        stop_process(service.process)
+
+
+def served_over_limit(service: IngestProcess, limit: int) -> None:
+    port = port_of(service)
+    body = orjson.dumps(event())
+    idle: list[socket.socket] = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(limit)]
+        over = talk(port, [], until_closed=True)
+        assert over.status == 503, over
+        assert over.headers["retry-after"] == "1"
+        assert over.headers["connection"] == "close"
+        assert "limit of 5 open connections" in over.problem()["detail"]
+        assert over.closed_after is not None and over.closed_after < 2, over
+        for sock in idle:  # the held connections were not disturbed: each is still served
+            sock.sendall(post_head(len(body)) + body)
+            answer = read_answer(sock, bytearray())
+            assert answer.status == 202, answer
+    finally:
+        for sock in idle:
+            sock.close()
+    # Once the held connections close, new ones are served again (the server may take a
+    # moment to see the closes).
+    served = None
+    for _ in range(50):
+        served = post(port, body)
+        if served.status == 202:
+            break
+        time.sleep(0.1)
+    assert served is not None and served.status == 202, served
+    reason = 'gapwatch_ingest_connections_closed_total{reason="too_many_connections"}'
+    assert metric(service, reason) >= 1
+
+
 def read_answer(sock: socket.socket, buffer: bytearray) -> Answer:
     """One whole answer from a kept-alive connection; what follows it stays in `buffer`."""
     answer = Answer()
