@@ -135,7 +135,7 @@ def start_scorer(
         "GAPWATCH_SCORER_PORT": str(port),
         "GAPWATCH_SCORER_DATA_DIR": str(work / f"state-{name}"),
         "GAPWATCH_SCORER_WALL_CLOCK": "true" if wall_clock else "false",
-        "GAPWATCH_SCORER_SNAPSHOT_SECONDS": "5",
+        "GAPWATCH_SCORER_SNAPSHOT_SECONDS": os.environ.get("GAPWATCH_SCORER_SNAPSHOT_SECONDS", "5"),
     }
     if instance is not None:
         env["GAPWATCH_SCORER_INSTANCE_ID"] = instance
@@ -221,15 +221,17 @@ def scorer_rate(settings: KafkaSettings, work: Path, expected: int) -> float:
 
 async def latency(
     settings: KafkaSettings, work: Path, rate: float, seconds: float, tick: float = 0.01
-) -> tuple[list[float], int]:
+) -> tuple[list[tuple[float, float]], int]:
     """Produce live ticket events at `rate`/s (opened + replied pairs), sent every `tick`
-    seconds; for each reply's gap event, gap append - input append (ms); and the replies sent."""
+    seconds for `seconds`; for each reply's gap event, (seconds into the run it was sent,
+    gap append - input append in ms); and the number of replies sent."""
     port = 18951
     proc = start_scorer(settings, work, "latency", port, wall_clock=True)
     wait_ready(work / "latency.log", proc)
     producer = reliable_producer(settings)
     await producer.start()
     appended: dict[str, float] = {}
+    sent_at: dict[str, float] = {}  # seconds into the run
     tickets = topic_name(Stream.TICKETS, settings.topic_prefix)
     try:
         n = 0
@@ -260,6 +262,7 @@ async def latency(
             for event_id, ack in acks:
                 meta = await ack
                 appended[event_id] = meta.timestamp / 1000
+                sent_at[event_id] = began - started
             await asyncio.sleep(max(0.0, tick - (time.perf_counter() - began)))
         # Wait for the scorer to take every event, so a scorer that fell behind shows in the
         # figures instead of dropping its slowest events from them.
@@ -288,10 +291,20 @@ async def latency(
                 for record in records:
                     cause = orjson.loads(record.value)["data"]["caused_by"]
                     if cause in appended and cause.startswith("lat-replied"):
-                        delays.append((record.timestamp / 1000 - appended[cause]) * 1000)
+                        delay = (record.timestamp / 1000 - appended[cause]) * 1000
+                        delays.append((sent_at[cause], delay))
     finally:
         await reader.stop()
     return delays, n
+
+
+def percentiles(delays: list[float]) -> str:
+    if not delays:
+        return "no samples"
+    delays = sorted(delays)
+    p50 = statistics.median(delays)
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    return f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {delays[-1]:.0f} ms ({len(delays)} samples)"
 
 
 def memory_per_open_promise(items: int) -> tuple[float, float]:
@@ -472,6 +485,13 @@ def main() -> None:
         help="events/s for the latency phase (default: half the measured scorer rate)",
     )
     parser.add_argument(
+        "--latency-warmup-seconds",
+        type=float,
+        default=5.0,
+        help="the latency phase first sends at its rate for this long; those events' figures "
+        "are printed apart (a worker's first seconds include its start-up rebalances)",
+    )
+    parser.add_argument(
         "--latency-tick-ms",
         type=float,
         default=10.0,
@@ -512,20 +532,19 @@ def main() -> None:
         asyncio.run(ensure_topics(live))
         events_per_second = args.latency_rate or max(20.0, (rate or 1000.0) / 2)
         tick = args.latency_tick_ms / 1000
+        warmup = args.latency_warmup_seconds
         delays, replies = asyncio.run(
-            latency(live, work, events_per_second, args.latency_seconds, tick)
+            latency(live, work, events_per_second, warmup + args.latency_seconds, tick)
         )
-        if delays:
-            delays.sort()
-            p50 = statistics.median(delays)
-            p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
-            print(
-                f"latency input append -> gap append at {events_per_second:,.0f} events/s "
-                f"(sent every {args.latency_tick_ms:g} ms): "
-                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(delays)} of {replies} replies)"
-            )
-        else:
-            print("latency: no samples")
+        print(
+            f"latency input append -> gap append at {events_per_second:,.0f} events/s "
+            f"(sent every {args.latency_tick_ms:g} ms), {replies} replies:"
+        )
+        for label, sample in (
+            (f"after the first {warmup:g} s", [d for at, d in delays if at >= warmup]),
+            (f"the worker's first {warmup:g} s", [d for at, d in delays if at < warmup]),
+        ):
+            print(f"  {label}: {percentiles(sample)}")
 
     if "memory" in phases:
         per_promise, core_rate = memory_per_open_promise(args.items)

@@ -647,10 +647,11 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     # (values written by the earlier JSON codec are the same bytes and read back the same).
     items = app.Table("items", key_type=str, value_type=bytes, partitions=settings.kafka_partitions)
     batch = settings.scorer_batch_events
+    wait = settings.scorer_batch_wait_seconds
 
     @app.agent(inputs)
     async def clocks(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch, within=0.05):
+        async for events in stream.take_events(batch, within=wait):
             await service.handle_inputs(events, items)
 
     def by_segment(value: bytes) -> bytes:
@@ -660,7 +661,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     @app.agent(gaps)
     async def windows(stream: faust.StreamT[bytes]) -> None:
         regrouped = stream.group_by(by_segment, name="gaps-by-segment")
-        async for events in regrouped.take_events(batch, within=0.05):
+        async for events in regrouped.take_events(batch, within=wait):
             await service.handle_gaps(events)
 
     tickets_topic = topic_name(Stream.TICKETS, prefix)

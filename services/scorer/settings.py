@@ -67,6 +67,13 @@ class ScorerSettings(KafkaSettings):
     scorer_batch_events: int = Field(
         default=500, ge=1, le=100_000, description="Most input events handled as one batch."
     )
+    scorer_batch_wait_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="How long a batch waits for more events before it is handled anyway "
+        "(faust's `take_events` `within`): longer batches more, shorter answers sooner.",
+    )
 
     def segment_labels(self) -> tuple[str, ...]:
         return tuple(label.strip() for label in self.scorer_segment_labels.split(",") if label)
