@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -11,6 +11,9 @@ class AlerterMetrics:
     """Alert states, evaluation cost, deliveries and the outbox; labels come from config."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # process_cpu_seconds_total, process_resident_memory_bytes, open fds: CPU and memory
+        # per worker, beside the pipeline's own figures.
+        ProcessCollector(registry=registry)
         self.alerts = Gauge(
             "gapwatch_alerter_alerts",
             "Alerts by state, rule and severity.",

@@ -12,7 +12,12 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Receive, Scope, Send
 
@@ -249,8 +254,12 @@ def create_app(
     metrics = IngestMetrics(registry)
     exposed = registry
     if multiprocess:
+        # Sums over the workers; process_* figures cannot be summed that way, so they are
+        # left out (read them per worker PID from the OS).
         exposed = CollectorRegistry()
         MultiProcessCollector(exposed)
+    else:
+        ProcessCollector(registry=registry)
     publisher = EventPublisher(settings, metrics)
     events = EventsEndpoint(settings, publisher, metrics)
 

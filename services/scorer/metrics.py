@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from gapwatch.core.gaps import Outcome
 
@@ -29,6 +29,9 @@ class ScorerMetrics:
     """Counters and histograms PromQL can sum across workers, window gauges, pipeline health."""
 
     def __init__(self, registry: CollectorRegistry, segment_labels: tuple[str, ...]) -> None:
+        # process_cpu_seconds_total, process_resident_memory_bytes, open fds: CPU and memory
+        # per worker, beside the pipeline's own figures.
+        ProcessCollector(registry=registry)
         labels = [*segment_labels, "kind"]
         self.segment_labels = segment_labels
         self.outcomes = Counter(

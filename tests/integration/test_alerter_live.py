@@ -138,6 +138,7 @@ async def test_silences_need_a_token_hold_pages_back_and_release_them_when_they_
         assert rig.states() == {"firing": 1, "resolved": 1}
         metrics = (await http.get("/metrics")).text
         assert 'gapwatch_alerter_deliveries_total{receiver="hook",result="ok"} 2.0' in metrics
+        assert "\nprocess_resident_memory_bytes " in metrics
 
 
 async def test_garbage_on_the_scores_topic_is_dead_lettered_and_evaluation_goes_on(

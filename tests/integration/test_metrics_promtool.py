@@ -81,6 +81,7 @@ async def test_ingest_scrape_passes_promtool(promtool: str, client: httpx.AsyncC
     assert total(found, "gapwatch_ingest_events_rejected_total") == 1
     assert total(found, "gapwatch_ingest_produce_duration_seconds_count") == 1
     assert labelled(found, "gapwatch_ingest_kafka_up") == 1
+    assert total(found, "process_resident_memory_bytes") > 10 * 2**20
 
 
 def wait_for_windows(scorer: ScorerProcess, timeout: float = 120) -> str:
@@ -115,5 +116,7 @@ def test_scorer_scrape_passes_promtool(promtool: str, kafka: KafkaSettings, tmp_
         found = samples(scrape)
         assert total(found, "gapwatch_promise_outcomes_total") > 0
         assert any(name == "gapwatch_open_promises" for name, _ in found)
+        assert total(found, "process_resident_memory_bytes") > 10 * 2**20
+        assert total(found, "process_cpu_seconds_total") > 0
     finally:
         stop_process(scorer.process)
