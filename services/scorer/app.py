@@ -263,13 +263,15 @@ class ScorerService:
             with event_context(event):
                 saved = items.get(decoded.subject)
             if saved is not None:
+                implied: list[GapEvent] = []  # by changed policies: see `ItemClock.from_bytes`
                 try:
-                    clock = ItemClock.from_bytes(decoded.subject, self.config.clock, saved)
+                    clock = ItemClock.from_bytes(decoded.subject, self.config.clock, saved, implied)
                 except SavedStateError as exc:
                     # Scoring on an empty history would publish wrong outcomes: keep the event.
                     records.append(self._dead("state_unreadable", str(exc), event))
                     return
                 scoring.adopt(clock)
+                records.extend(self.gap_record(g) for g in implied)
         try:
             gaps = scoring.process_and_tick(decoded)
         except (LateEvent, ItemLogFull) as exc:
@@ -355,22 +357,39 @@ class ScorerService:
         config = self.config.clock
         restored = 0
         batch: list[ItemClock] = []
+        # Gap events that changed policies imply for restored open promises (`ItemClock.restore`
+        # re-folds a clock saved under other policies). Published before the partition counts as
+        # loaded; a crash before that restores and re-folds them again.
+        implied: list[GapEvent] = []
+        published = 0
         for key, value in _saved_items(items.data, number):
             try:
                 item_id = orjson.loads(key)
                 if item_id in scoring.items:
                     continue  # an event already brought it in; that copy is newer
-                batch.append(ItemClock.restore(item_id, config, value))
+                batch.append(ItemClock.restore(item_id, config, value, implied))
             except (orjson.JSONDecodeError, SavedStateError) as exc:
                 log.error("%s; its events will be dead-lettered as state_unreadable", exc)
                 continue
             if len(batch) >= RESTORE_YIELD_EVERY:
                 restored += scoring.adopt_many(batch)
                 batch.clear()
+                await self.produce([self.gap_record(g) for g in implied])
+                published += len(implied)
+                implied.clear()
                 await asyncio.sleep(0)
                 if self.rebalances != rebalances:
                     return None
-        return restored + scoring.adopt_many(batch)
+        restored += scoring.adopt_many(batch)
+        await self.produce([self.gap_record(g) for g in implied])
+        published += len(implied)
+        if published:
+            log.info(
+                "partition %d: published %d gap events that changed policies imply",
+                number,
+                published,
+            )
+        return restored
 
     async def tick(self) -> None:
         self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))

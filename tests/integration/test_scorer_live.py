@@ -264,3 +264,99 @@ async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: P
         assert "rebuilt windows of segment partition" in scorer.log()
     finally:
         stop_process(scorer.process)
+
+
+def ticket_event(kind: str, item: str, at: datetime, **data: Any) -> bytes:
+    doc = copy.deepcopy(EXAMPLES[f"gapwatch.ticket.{kind}.v1"])
+    doc.update(id=f"{item}-{kind}", subject=item, time=at.isoformat())
+    doc["data"].update(ticket_id=item, **data)
+    doc["data"].pop("sla_policy", None)
+    return orjson.dumps(doc)
+
+
+async def breaches(kafka: KafkaSettings, item: str) -> list[dict[str, Any]]:
+    total = await end_offsets(kafka, (Stream.GAPS,))
+    found = []
+    for record in await read_topic(kafka, Stream.GAPS, total, timeout=10):
+        event = orjson.loads(record.value)
+        if event["subject"] == item and event["type"] == "gapwatch.gap.breached.v1":
+            found.append(event)
+    return found
+
+
+async def test_a_policy_change_breaches_open_promises_its_new_target_has_passed(
+    kafka: KafkaSettings, tmp_path: Path
+):
+    """A P1 ticket opened 10 minutes ago, still unanswered (a status change 2 minutes ago):
+    on time under the 15-minute first-response target it was saved under. The worker restarts
+    with a 5-minute target: the promise is overdue since 5 minutes ago, and its breach is
+    published by the restore (the re-fold alone would move the promise past its due time
+    without a word)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    opened_at, changed_at = now - timedelta(minutes=10), now - timedelta(minutes=2)
+    item = "T-POLICY"
+    policies = (REPO / "deploy" / "config" / "policies.yaml").read_text()
+    assert policies.count("first_response: {within: 15m}") == 1
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(
+        policies.replace("first_response: {within: 15m}", "first_response: {within: 5m}")
+    )
+    env = {"GAPWATCH_SCORER_TICK_SECONDS": "0.2"}
+    scorer = start_scorer(kafka, tmp_path, "policy", **env)
+    try:
+        producer = reliable_producer(kafka)
+        await producer.start()
+        try:
+            topic = topic_name(Stream.TICKETS, kafka.topic_prefix)
+            opened = ticket_event(
+                "opened",
+                item,
+                opened_at,
+                opened_at=opened_at.isoformat(),
+                priority="P1",
+                promises=[],
+                customer_tier="standard",
+            )
+            changed = ticket_event(
+                "status_changed",
+                item,
+                changed_at,
+                changed_at=changed_at.isoformat(),
+                status="in_progress",
+            )
+            for value in (opened, changed):
+                await producer.send_and_wait(topic, value, key=item.encode())
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 60
+        while (
+            "gapwatch_scorer_events_total" not in scorer.metrics()
+            or sum(
+                float(line.split()[-1])
+                for line in scorer.metrics().splitlines()
+                if line.startswith("gapwatch_scorer_events_total{")
+            )
+            < 2
+        ):
+            assert time.monotonic() < deadline, scorer.log()[-3000:]
+            await asyncio.sleep(0.2)
+    finally:
+        stop_process(scorer.process)
+    assert await breaches(kafka, item) == []  # 15 minutes: due in 5 minutes still
+    scorer = start_scorer(
+        kafka, tmp_path, "policy", GAPWATCH_SCORER_POLICIES_FILE=str(stricter), **env
+    )
+    try:
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while not found and time.monotonic() < deadline:
+            found = await breaches(kafka, item)
+            await asyncio.sleep(0.5)
+        assert [e["data"]["promise_kind"] for e in found] == ["first_response"], scorer.log()[
+            -3000:
+        ]
+        due = opened_at + timedelta(minutes=5)
+        assert found[0]["data"]["outcome_at"] == due.isoformat().replace("+00:00", "Z")
+        assert "gap events that changed policies imply" in scorer.log()
+    finally:
+        stop_process(scorer.process)

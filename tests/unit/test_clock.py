@@ -637,6 +637,55 @@ def test_a_restore_under_other_policies_or_from_format_1_folds_at_once(config: C
         ItemClock.restore("T-1", config, orjson.dumps(broken))
 
 
+def policies_with(version: int, **targets: str) -> ClockConfig:
+    """The test policies, with other targets for the round-the-clock policy's promises."""
+    doc = yaml.safe_load(POLICIES)
+    doc["version"] = version
+    doc["policies"][1]["promises"].update({kind: {"within": t} for kind, t in targets.items()})
+    return ClockConfig.from_policies(PolicySet.model_validate(doc))
+
+
+@pytest.mark.parametrize("load", ["restore", "from_bytes"])
+def test_a_policy_change_publishes_what_it_implies_for_open_promises(
+    config: ClockConfig, load: str
+):
+    """Restored under a shorter resolution target, an open ticket whose new due time has
+    already passed by its saved time is breached now (the re-fold would otherwise move it past
+    its due time in silence); what was published before is not published again, and a promise
+    that already met its target keeps its outcome."""
+    clock = ItemClock("T-1", config)
+    clock.apply(opened())
+    clock.apply(event("ticket.replied", T0 + timedelta(minutes=30)))  # first response: met
+    before = clock.advance(T0 + timedelta(hours=5))  # resolution (8h): 50 % at-risk at 4h
+    assert outcomes(before) == [("at_risk", "resolution")]
+    saved = clock.to_bytes()
+    stricter = policies_with(8, first_response="10m", resolution="4h")
+    load_clock = getattr(ItemClock, load)
+
+    unpublished: list[GapEvent] = []
+    restored = load_clock("T-1", stricter, saved, unpublished)
+    # Resolution is now due at 4h: its 75 % at-risk level (3h) and its breach were never
+    # published. The first response met in 30 minutes stays met (no breach at 10 minutes).
+    assert outcomes(unpublished) == [("at_risk", "resolution"), ("breached", "resolution")]
+    assert [e.data.outcome_at for e in unpublished] == [
+        T0 + timedelta(hours=3),
+        T0 + timedelta(hours=4),
+    ]
+    assert all(e.data.policy.version == 8 for e in unpublished)
+    assert {e.id for e in unpublished} <= restored.emitted_ids
+    assert restored.advance(T0 + timedelta(hours=6)) == []  # published once
+    # The same events scored under the stricter policies from the start give these ids.
+    fresh = ItemClock("T-1", stricter)
+    fresh.apply(opened())
+    fresh.apply(event("ticket.replied", T0 + timedelta(minutes=30)))
+    fresh_ids = {e.id for e in fresh.advance(T0 + timedelta(hours=5))}
+    assert {e.id for e in unpublished} <= fresh_ids
+
+    same: list[GapEvent] = []
+    load_clock("T-1", config, saved, same)
+    assert same == []  # under the save's own policies everything was published
+
+
 def test_the_log_keeps_events_encoded_and_saves_read_back_in_either_form(config: ClockConfig):
     """Memory per item: the log holds each event as its saved JSON, not the decoded model, after
     an in-order event, a re-fold (an event out of order) and a restore alike. A value saved as

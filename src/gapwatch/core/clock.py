@@ -107,6 +107,7 @@ SAVED_FORMAT = 2
 Format 2 is format 1 plus a `summary` (see `ItemClock.restore`); `from_bytes` reads both."""
 READABLE_FORMATS = (1, 2)
 OPEN_STATES = ("open", "at_risk", "overdue")
+_FINAL_OUTCOMES = frozenset((Outcome.MET, Outcome.DELIVERED_LATE, Outcome.CANCELLED))
 """How an item's promise counts in the open gauges: open, open and at risk, breached and open."""
 
 
@@ -556,27 +557,48 @@ class ItemClock:
 
     @classmethod
     def from_bytes(
-        cls, item_id: str, config: ClockConfig, raw: bytes | dict[str, Any]
+        cls,
+        item_id: str,
+        config: ClockConfig,
+        raw: bytes | dict[str, Any],
+        unpublished: list[GapEvent] | None = None,
     ) -> ItemClock:
-        """Rebuild a clock saved by `to_bytes` (or its decoded JSON): the log is re-folded."""
+        """Rebuild a clock saved by `to_bytes` (or its decoded JSON): the log is re-folded.
+
+        Under the policies of the save, the re-fold yields only gap events published before it.
+        Under changed policies it can yield new ones: a promise still open at the save whose
+        new due time or at-risk level had already passed by the clock's saved time. Those are
+        appended to `unpublished`, when given, for the caller to publish (they count as
+        emitted from now on); without them such a breach would never be published, as the
+        re-fold moved the promise past its due time. Promises that had already reached their
+        final outcome (met, delivered late, cancelled) keep it: a policy change re-scores
+        what is open, and `gapwatch replay` re-evaluates history.
+        """
         saved = _read_saved(item_id, raw)
         clock = cls(item_id, config)
-        clock._fold_saved(saved)
+        clock._fold_saved(saved, unpublished)
         return clock
 
     @classmethod
-    def restore(cls, item_id: str, config: ClockConfig, raw: bytes) -> ItemClock:
+    def restore(
+        cls,
+        item_id: str,
+        config: ClockConfig,
+        raw: bytes,
+        unpublished: list[GapEvent] | None = None,
+    ) -> ItemClock:
         """A clock from its saved bytes, resting: re-folded only when first used.
 
         A restart restores every item of its partitions, and re-folding each one (decoding its
         log and redoing the calendar arithmetic) costs far more than reading a summary; most
         items then wait for their next event or deadline. A save without a summary (format 1),
-        or with one computed under other policies, is re-folded at once (`from_bytes`), so a
+        or with one computed under other policies, is re-folded at once (`from_bytes`, which
+        appends to `unpublished` what the changed policies imply and was never published), so a
         policy change applies to restored items exactly as it would on a re-fold.
         """
         summary = _saved_summary(raw)
         if not isinstance(summary, list) or not summary or summary[0] != config.fingerprint:
-            return cls.from_bytes(item_id, config, raw)
+            return cls.from_bytes(item_id, config, raw, unpublished)
         clock = cls.__new__(cls)
         clock.item_id = item_id
         clock._config = config
@@ -604,7 +626,7 @@ class ItemClock:
         self._saved = None
         self._resting = None
 
-    def _fold_saved(self, saved: dict[str, Any]) -> None:
+    def _fold_saved(self, saved: dict[str, Any], unpublished: list[GapEvent] | None = None) -> None:
         for event_id, event_type, body in saved["log"]:
             data = _DATA_OF_TYPE[event_type].model_validate(body)
             self._log.append(_Entry.of(event_id, data))
@@ -617,7 +639,22 @@ class ItemClock:
             entry.data = None
         if saved["clock"] is not None:
             self._advance(datetime.fromisoformat(saved["clock"]), out)
-        # Whatever the re-fold produced was emitted before the save; only ids are needed.
+        if unpublished is None or not out:
+            return  # what the re-fold produced under the save's own policies was published
+        finished = {
+            (kind, cycle, round_)
+            for outcome, kind, cycle, round_ in self._emitted.values()
+            if outcome in _FINAL_OUTCOMES
+        }
+        unpublished.extend(
+            self._emit(
+                [
+                    (data, extra)
+                    for data, extra in out
+                    if (data.promise_kind, data.cycle, data.round) not in finished
+                ]
+            )
+        )
 
     # --- folding ---------------------------------------------------------------------------
 
