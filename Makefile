@@ -62,8 +62,8 @@ test-faults: infra  ## the fault tests alone: kill -9 of each service, broker an
 	@$(VENV)/bin/pytest tests/faults
 
 lint: $(STAMP)  ## ruff lint and format check
-	@$(VENV)/bin/ruff check src services tests bench
-	@$(VENV)/bin/ruff format --check src services tests bench
+	@$(VENV)/bin/ruff check src services tests bench deploy
+	@$(VENV)/bin/ruff format --check src services tests bench deploy
 
 typecheck: $(STAMP)  ## mypy --strict on the core and the alerter
 	@$(VENV)/bin/mypy

@@ -133,7 +133,9 @@ def probe(host: str, port: int, node_id: int, timeout: float) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("bootstrap", help="HOST:PORT")
     ap.add_argument("--node-id", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=3.0)
