@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -16,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
-from gapwatch.kafka.clients import consumer
+from gapwatch.kafka.clients import admin_client, consumer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch.kafka.topics import ensure_topics
 
@@ -26,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 INFRA_ENV = REPO / ".run" / "infra.env"
 TOKEN = "integration-token-7f3a"
 PARTITIONS = 3
+log = logging.getLogger(__name__)
 
 
 def infra_env() -> dict[str, str]:
@@ -55,14 +58,33 @@ def bootstrap() -> str:
 
 
 @pytest.fixture
-async def kafka(bootstrap: str) -> KafkaSettings:
-    """Settings for a fresh set of topics, isolated from every other test by a prefix."""
+async def kafka(bootstrap: str) -> AsyncIterator[KafkaSettings]:
+    """Settings for a fresh set of topics, isolated from every other test by a prefix.
+
+    Afterwards the test's topics (and the internal ones faust named after them) are deleted,
+    so the broker does not carry hundreds of dead topics through the rest of the session.
+    """
     prefix = f"t{uuid.uuid4().hex[:10]}."
     settings = KafkaSettings(
         kafka_bootstrap=bootstrap, topic_prefix=prefix, kafka_partitions=PARTITIONS
     )
     await asyncio.wait_for(ensure_topics(settings), 60)
-    return settings
+    yield settings
+    try:
+        await asyncio.wait_for(delete_topics_of(settings), 30)
+    except (KafkaError, TimeoutError) as exc:  # the broker may be down after a fault test
+        log.warning("could not delete the topics of %s: %r", prefix, exc)
+
+
+async def delete_topics_of(settings: KafkaSettings) -> None:
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if settings.topic_prefix in t]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:
