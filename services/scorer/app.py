@@ -229,11 +229,27 @@ class ScorerService:
                     "internal error on %s[%s]@%s", message.topic, message.partition, message.offset
                 )
                 records.append(self._dead("internal_error", repr(exc), event))
+        owners = {
+            number: self.clocks.get(number) for number in {e.message.partition for e in events}
+        }
         await self.produce(records)
         now = time.time()
+        # A partition revoked while the acks were awaited belongs to another worker now (or
+        # soon): writing its items would land in its changelog after the new owner's writes.
+        # faust commits offsets only of assigned partitions, so the new owner reads this
+        # batch's events of it again. One revoked and given straight back keeps its writes.
+        gone = {
+            number
+            for number, part in owners.items()
+            if number in self.revoked_inputs or self.clocks.get(number) is not part
+        }
         for item_id, (event, clock) in touched.items():
+            if event.message.partition in gone:
+                continue
             with event_context(event):
                 items[item_id] = clock.to_bytes()
+        if gone:
+            log.info("input partitions %s revoked during a batch: their writes left", sorted(gone))
         for event in events:
             appended = event.message.timestamp
             if appended:

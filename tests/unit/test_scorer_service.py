@@ -1,0 +1,79 @@
+"""The scorer service's batch handling around a rebalance, without a broker (the producer is a
+stand-in that lets a rebalance happen while the batch's acks are awaited)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gapwatch.core.examples import EXAMPLES
+from gapwatch.core.topics import Stream, topic_name
+from gapwatch_scorer.app import ScorerService
+from gapwatch_scorer.settings import ScorerSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp: float = 0.0
+
+
+@dataclass(eq=False)
+class Event:
+    message: Message
+
+
+def opened(item: str, partition: int) -> Event:
+    doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.opened.v1"])
+    doc.update(id=f"{item}-opened", subject=item)
+    doc["data"]["ticket_id"] = item
+    topic = topic_name(Stream.TICKETS, "")
+    return Event(Message(topic, partition, 0, item.encode(), orjson.dumps(doc)))
+
+
+@pytest.mark.parametrize(
+    ("rebalance", "written"),
+    [
+        (None, {"A", "B"}),
+        ("revoked", {"A"}),  # partition 1 revoked, not yet assigned anywhere
+        ("given back", {"A", "B"}),  # revoked and assigned straight back: still the owner
+        ("moved", {"A"}),  # revoked and assigned to another worker
+    ],
+)
+async def test_items_of_a_partition_revoked_during_a_batch_are_not_written(
+    rebalance: str | None, written: set[str]
+):
+    settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
+    service = ScorerService(settings, CollectorRegistry())
+    produced: list[tuple[str, bytes, bytes]] = []
+
+    async def produce(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        produced.extend(records)
+        if rebalance is not None:  # what the faust revoke / assign signals do meanwhile
+            service.revoked_inputs.add(1)
+        if rebalance == "given back":
+            service.reassign_inputs({0, 1})
+        elif rebalance == "moved":
+            service.reassign_inputs({0})
+
+    service.produce = produce  # type: ignore[method-assign]
+    table: dict[str, Any] = {}
+    await service.handle_inputs([opened("A", 0), opened("B", 1)], table)  # type: ignore[arg-type]
+    assert set(table) == written
+    assert not [r for r in produced if r[0].endswith("deadletter.v1")], produced
+    # Scoring itself happened either way; only the state writes of the lost partition are left
+    # for its next owner, which reads the batch's events again.
+    assert service.metrics.events.labels("tickets")._value.get() == 2
