@@ -611,6 +611,28 @@ def test_a_resting_restore_answers_like_the_folded_clock_and_resumes_exactly(
     assert resting.to_bytes() == original.to_bytes()
 
 
+def test_a_resting_clock_with_feedback_waiting_for_its_gap_wakes(config: ClockConfig):
+    """Feedback held until its item's gap is known makes the fold read the clock's promises;
+    a resting clock waking must answer that from the state being folded (it recursed until the
+    stack ran out, and the event that woke it went to the dead-letter topic)."""
+    original = ItemClock("T-1", config)
+    original.apply(opened())
+    feedback = event("feedback.submitted", T0 + timedelta(minutes=20), item_kind="ticket", csat=4)
+    assert original.apply(feedback) == []  # held: the first response is still open
+    saved = original.to_bytes()
+    resting = ItemClock.restore("T-1", config, saved)
+    assert resting.resting
+    reply = event("ticket.replied", T0 + timedelta(minutes=30))
+    assert outcomes(resting.apply(reply)) == outcomes(original.apply(reply))
+    assert not resting.resting
+    assert resting.to_bytes() == original.to_bytes()
+    broken = ItemClock.restore("T-1", config, saved.replace(b'"log":[', b'"log":[[1],'))
+    for _ in range(2):  # an unreadable log is refused on every use, not turned into a blank
+        with pytest.raises(ValueError, match='values to unpack'):
+            broken.apply(event("ticket.replied", T0 + timedelta(minutes=30)))
+        assert broken.resting
+
+
 def test_a_restore_under_other_policies_or_from_format_1_folds_at_once(config: ClockConfig):
     """A summary holds due times computed under the policies of its save: under changed
     policies the clock is re-folded at once (the new policy applies as on any re-fold). Format 1

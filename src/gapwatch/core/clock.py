@@ -614,17 +614,24 @@ class ItemClock:
 
     def _wake(self) -> None:
         """Re-fold a resting clock from its saved log (no-op for a clock in use)."""
-        resting = self._resting
-        if resting is None or self._saved is None:
+        resting, raw = self._resting, self._saved
+        if resting is None or raw is None:
             return
-        saved = _read_saved(self.item_id, self._saved)
-        self._log = []
-        self._state = _State()
-        self._fold_saved(saved)
-        if resting.advanced_to is not None:
-            self._advance(resting.advanced_to, [])  # nothing was due before it: moves the clock
-        self._saved = None
-        self._resting = None
+        # No longer resting from here: the fold reads the clock's own properties (`promises`,
+        # to join pending feedback), which must see the state being folded, not wake it again.
+        self._resting = self._saved = None
+        try:
+            saved = _read_saved(self.item_id, raw)
+            self._log = []
+            self._state = _State()
+            self._fold_saved(saved)
+            if resting.advanced_to is not None:
+                self._advance(resting.advanced_to, [])  # nothing was due before: moves the clock
+        except BaseException:
+            # Unreadable: stay resting, so the next use meets the same error, not a blank clock.
+            self._log, self._state = _RESTING_LOG, _RESTING_STATE
+            self._resting, self._saved = resting, raw
+            raise
 
     def _fold_saved(self, saved: dict[str, Any], unpublished: list[GapEvent] | None = None) -> None:
         for event_id, event_type, body in saved["log"]:
