@@ -374,8 +374,7 @@ class ScorerService:
         restored = 0
         batch: list[ItemClock] = []
         # Gap events that changed policies imply for restored open promises (`ItemClock.restore`
-        # re-folds a clock saved under other policies). Published before the partition counts as
-        # loaded; a crash before that restores and re-folds them again.
+        # re-folds a clock saved under other policies): see `_adopt_restored`.
         implied: list[GapEvent] = []
         published = 0
         for key, value in _saved_items(items.data, number):
@@ -388,16 +387,14 @@ class ScorerService:
                 log.error("%s; its events will be dead-lettered as state_unreadable", exc)
                 continue
             if len(batch) >= RESTORE_YIELD_EVERY:
-                restored += scoring.adopt_many(batch)
-                batch.clear()
-                await self.produce([self.gap_record(g) for g in implied])
+                restored += await self._adopt_restored(scoring, batch, implied)
                 published += len(implied)
+                batch.clear()
                 implied.clear()
                 await asyncio.sleep(0)
                 if self.rebalances != rebalances:
                     return None
-        restored += scoring.adopt_many(batch)
-        await self.produce([self.gap_record(g) for g in implied])
+        restored += await self._adopt_restored(scoring, batch, implied)
         published += len(implied)
         if published:
             log.info(
@@ -406,6 +403,20 @@ class ScorerService:
                 published,
             )
         return restored
+
+    async def _adopt_restored(
+        self, scoring: Scoring, batch: list[ItemClock], implied: list[GapEvent]
+    ) -> int:
+        """Publish what changed policies imply for these restored clocks, then adopt them.
+
+        Publishing first closes a window: until a clock is adopted, no event can save it (an
+        event for its item loads its own copy from the store, implied events and all, and
+        publishes them with its batch), so no save can land before the implied events' acks.
+        A crash before the acks restores and re-folds them again. A clock an event loaded
+        meanwhile is newer than the restored one, and is kept.
+        """
+        await self.produce([self.gap_record(g) for g in implied])
+        return scoring.adopt_many(clock for clock in batch if clock.item_id not in scoring.items)
 
     async def tick(self) -> None:
         self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))
