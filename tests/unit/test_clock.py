@@ -430,7 +430,16 @@ def test_same_input_same_ids(config: ClockConfig):
 STEPS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["reply_agent", "reply_customer", "pause", "resume", "resolve", "reopen", "note"]
+            [
+                "reply_agent",
+                "reply_customer",
+                "pause",
+                "resume",
+                "resolve",
+                "reopen",
+                "note",
+                "feedback",
+            ]
         ),
         st.integers(min_value=1, max_value=6 * 60),
     ),
@@ -458,6 +467,8 @@ def ticket_story(steps: list[tuple[str, int]], team: str = "support") -> list[An
             events.append(event("ticket.status_changed", at, status="open", id=eid))
         elif step == "resolve":
             events.append(event("ticket.resolved", at, id=eid))
+        elif step == "feedback":  # held until the item's gap is known, then joined to it
+            events.append(event("feedback.submitted", at, item_kind="ticket", csat=3, id=eid))
         else:
             events.append(event("ticket.reopened", at, id=eid))
     return events
