@@ -22,6 +22,7 @@ import asyncio
 import bisect
 import copy
 import os
+import re
 import signal
 import subprocess
 import time
@@ -350,10 +351,18 @@ class Pipeline:
         return any(r.body["transition"]["to_state"] == "resolved" for r in self.hook.accepted())
 
     def logs(self) -> str:
-        tails = []
+        """Each service log's warnings and errors (all of them), then its tail."""
+        parts = []
         for path in sorted(self.work.glob("*.log")):
-            tails.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
-        return "\n".join(tails)
+            text = path.read_text(errors="replace")
+            flagged = [line for line in text.splitlines() if _FLAGGED.search(line)]
+            parts.append(f"--- {path.name}: {len(flagged)} warning or error lines")
+            parts.extend(flagged[-60:])
+            parts.append(f"--- {path.name}: tail\n{text[-3000:]}")
+        return "\n".join(parts)
+
+
+_FLAGGED = re.compile(r"WARNING|ERROR|CRITICAL|Traceback|dead letter|internal error")
 
 
 @asynccontextmanager
@@ -476,6 +485,63 @@ async def check_gap_events(
     figures["gap_events"] = len(replayed)
     figures["gap_records"] = len(records)
     figures["gap_duplicates_same_id"] = len(records) - len(live)
+
+
+async def dead_letters(kafka: KafkaSettings) -> list[str]:
+    """Reason and detail of each dead letter written so far."""
+    total = await end_offsets(kafka, (Stream.DEADLETTER,))
+    records = await read_topic(kafka, Stream.DEADLETTER, total, timeout=60)
+    briefs = []
+    for record in records:
+        doc = orjson.loads(record.value)
+        briefs.append(
+            f"{doc['reason']} ({doc['topic']}[{doc['partition']}]@{doc['offset']}):"
+            f" {doc['detail'][:300]}"
+        )
+    return briefs
+
+
+def items_in(failure: str) -> list[str]:
+    """The item ids a `differences` text names."""
+    return re.findall(r"^item (\S+):$", failure, re.MULTILINE)[:10]
+
+
+async def saved_history(kafka: KafkaSettings, items: list[str]) -> str:
+    """Each save of these items in the scorer's changelog: offset and the event ids it held.
+
+    For a failure message: it tells whether a lost outcome's item was saved without it, or
+    never saved, or saved and then not read back."""
+    if not items:
+        return ""
+    topic = f"{kafka.topic_prefix}gapwatch-scorer-items-changelog"
+    keys = {orjson.dumps(item): item for item in items}
+    reader = consumer(kafka, topic, auto_offset_reset="earliest", enable_auto_commit=False)
+    await reader.start()
+    lines: list[str] = []
+    try:
+        parts = [TopicPartition(topic, p) for p in range(kafka.kafka_partitions)]
+        ends = await reader.end_offsets(parts)
+        seen = dict.fromkeys(parts, 0)
+        deadline = time.monotonic() + 60
+        while any(seen[tp] < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            batch = await reader.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    seen[tp] = record.offset + 1
+                    if record.key in keys:
+                        saved = orjson.loads(record.value)
+                        ids = [entry[0] for entry in saved["log"]]
+                        lines.append(f"  {keys[record.key]} @{tp.partition}:{record.offset} {ids}")
+    finally:
+        await reader.stop()
+    return "changelog saves:\n" + ("\n".join(lines) or "  none")
+
+
+async def check_no_dead_letters(kafka: KafkaSettings, figures: Figures) -> None:
+    """Every input event is valid and on time: a dead letter means a fault cost an event."""
+    letters = await dead_letters(kafka)
+    figures["dead_letters"] = len(letters)
+    assert not letters, f"{len(letters)} dead letters:\n" + "\n".join(letters[:10])
 
 
 def differences(live: dict[str, Any], replayed: dict[str, Any]) -> str:
@@ -630,6 +696,12 @@ async def check_everything(rig: Pipeline, feed: Feed, figures: Figures) -> None:
     assert want.rejected == [], want.rejected[:3]
     await eventually(rig.resolved, 120, "the resolve of the page")
     await check_input_in_kafka(rig.kafka, feed, figures)
-    await check_gap_events(rig.kafka, want, figures)
+    try:
+        await check_gap_events(rig.kafka, want, figures)
+    except AssertionError as exc:
+        letters = await dead_letters(rig.kafka)
+        history = await saved_history(rig.kafka, items_in(str(exc)))
+        raise AssertionError(f"{exc}\ndead letters: {letters[:10]}\n{history}") from None
+    await check_no_dead_letters(rig.kafka, figures)
     await check_windows(rig.kafka, want, figures)
     await check_alerts(rig, figures)
