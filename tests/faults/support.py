@@ -507,34 +507,46 @@ def items_in(failure: str) -> list[str]:
 
 
 async def saved_history(kafka: KafkaSettings, items: list[str]) -> str:
-    """Each save of these items in the scorer's changelog: offset and the event ids it held.
+    """Where these items' input events sit, and each save of them in the scorer's changelog.
 
     For a failure message: it tells whether a lost outcome's item was saved without it, or
-    never saved, or saved and then not read back."""
+    never saved, or saved and then not read back, and which input offsets that concerns."""
     if not items:
         return ""
-    topic = f"{kafka.topic_prefix}gapwatch-scorer-items-changelog"
-    keys = {orjson.dumps(item): item for item in items}
-    reader = consumer(kafka, topic, auto_offset_reset="earliest", enable_auto_commit=False)
+    keyed = {item.encode(): item for item in items}
+    inputs = [topic_name(stream, kafka.topic_prefix) for stream in INPUT_STREAMS]
+    lines = ["input records:"]
+    for record in await _all_records(kafka, inputs):
+        if record.key in keyed:
+            where = f"{record.topic}[{record.partition}]@{record.offset}"
+            lines.append(f"  {keyed[record.key]} {where} {orjson.loads(record.value).get('id')}")
+    lines.append("changelog saves:")
+    changelog = f"{kafka.topic_prefix}gapwatch-scorer-items-changelog"
+    saved = {orjson.dumps(item): item for item in items}
+    for record in await _all_records(kafka, [changelog]):
+        if record.key in saved:
+            ids = [entry[0] for entry in orjson.loads(record.value)["log"]]
+            lines.append(f"  {saved[record.key]} @{record.partition}:{record.offset} {ids}")
+    return "\n".join(lines)
+
+
+async def _all_records(kafka: KafkaSettings, topics: list[str]) -> list[Any]:
+    """Every record now in these topics (for failure messages: bounded by 60 s)."""
+    reader = consumer(kafka, *topics, auto_offset_reset="earliest", enable_auto_commit=False)
     await reader.start()
-    lines: list[str] = []
+    records: list[Any] = []
     try:
-        parts = [TopicPartition(topic, p) for p in range(kafka.kafka_partitions)]
+        parts = [TopicPartition(t, p) for t in topics for p in range(kafka.kafka_partitions)]
         ends = await reader.end_offsets(parts)
         seen = dict.fromkeys(parts, 0)
         deadline = time.monotonic() + 60
         while any(seen[tp] < ends[tp] for tp in parts) and time.monotonic() < deadline:
-            batch = await reader.getmany(timeout_ms=1000)
-            for tp, records in batch.items():
-                for record in records:
-                    seen[tp] = record.offset + 1
-                    if record.key in keys:
-                        saved = orjson.loads(record.value)
-                        ids = [entry[0] for entry in saved["log"]]
-                        lines.append(f"  {keys[record.key]} @{tp.partition}:{record.offset} {ids}")
+            for tp, batch in (await reader.getmany(timeout_ms=1000)).items():
+                records.extend(batch)
+                seen[TopicPartition(tp.topic, tp.partition)] = batch[-1].offset + 1
     finally:
         await reader.stop()
-    return "changelog saves:\n" + ("\n".join(lines) or "  none")
+    return records
 
 
 async def check_no_dead_letters(kafka: KafkaSettings, figures: Figures) -> None:

@@ -77,3 +77,62 @@ async def test_items_of_a_partition_revoked_during_a_batch_are_not_written(
     # Scoring itself happened either way; only the state writes of the lost partition are left
     # for its next owner, which reads the batch's events again.
     assert service.metrics.events.labels("tickets")._value.get() == 2
+
+
+def opened_at(item: str, partition: int, offset: int) -> Event:
+    event = opened(item, partition)
+    event.message.offset = offset
+    return event
+
+
+async def test_records_the_consumer_skipped_are_read_directly_and_scored():
+    settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
+    service = ScorerService(settings, CollectorRegistry())
+    topic = topic_name(Stream.TICKETS, "")
+    log = {offset: opened_at(f"T-{offset}", 0, offset) for offset in range(20)}
+    reads: list[tuple[int, int]] = []
+
+    async def read_range(topic_: str, number: int, start: int, end: int) -> list[Event]:
+        assert (topic_, number) == (topic, 0)
+        reads.append((start, end))
+        return [log[offset] for offset in range(start, end)]
+
+    async def produce(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        pass
+
+    service._read_range = read_range  # type: ignore[method-assign,assignment]
+    service.produce = produce  # type: ignore[method-assign]
+    service.committed_of = lambda topic_, number: 2  # delivery resumed at offset 2
+    table: dict[str, Any] = {}
+
+    async def batch(*offsets: int) -> None:
+        await service.handle_inputs([log[o] for o in offsets], table)  # type: ignore[misc]
+
+    await batch(2, 3)  # from the committed offset: nothing skipped
+    await batch(4, 7, 8)  # 5 and 6 skipped within a batch
+    await batch(12)  # 9 to 11 skipped between batches
+    await batch(12, 13)  # 12 delivered twice: nothing to read
+    assert reads == [(5, 7), (9, 12)]
+    assert set(table) == {f"T-{o}" for o in range(2, 14)}
+    assert service.metrics.undelivered._value.get() == 5
+
+
+async def test_a_partition_first_delivered_past_its_committed_offset_is_read_from_there():
+    settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
+    service = ScorerService(settings, CollectorRegistry())
+    reads: list[tuple[int, int]] = []
+
+    async def read_range(topic_: str, number: int, start: int, end: int) -> list[Event]:
+        reads.append((start, end))
+        return [opened_at(f"T-{o}", number, o) for o in range(start, end)]
+
+    async def produce(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        pass
+
+    service._read_range = read_range  # type: ignore[method-assign,assignment]
+    service.produce = produce  # type: ignore[method-assign]
+    service.committed_of = lambda topic_, number: None  # never committed: starts at 0
+    table: dict[str, Any] = {}
+    await service.handle_inputs([opened_at("T-2", 1, 2)], table)  # type: ignore[list-item]
+    assert reads == [(0, 2)]
+    assert set(table) == {"T-0", "T-1", "T-2"}
