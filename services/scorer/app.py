@@ -22,7 +22,7 @@ import gc
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +32,7 @@ import faust
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.streams import _current_event
-from faust.types import TP, EventT
+from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gapwatch.config import load_policies
@@ -49,7 +49,7 @@ from gapwatch.core.scoring import (
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
 from gapwatch.core.validation import EventRejected, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
-from gapwatch.kafka.clients import consumer, reliable_producer
+from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
 from gapwatch_scorer.metrics import ScorerMetrics
 from gapwatch_scorer.settings import ScorerSettings
@@ -170,6 +170,7 @@ class ScorerService:
         self.open_published: dict[int, set[tuple[Any, PromiseKind]]] = {}
         self.keyer = SegmentKeyer(labels, settings.scorer_segment_cap)
         prefix = settings.topic_prefix
+        self.group_id = prefix + settings.scorer_app_id  # faust's consumer group is its app id
         self.gaps_topic = topic_name(Stream.GAPS, prefix)
         self.scores_topic = topic_name(Stream.SCORES, prefix)
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
@@ -180,9 +181,11 @@ class ScorerService:
         self.revoked_inputs: set[int] = set()  # revoked by a rebalance in progress
         # Next offset to process per input topic-partition, for the consumer-lag gauge.
         self.positions: dict[tuple[str, int], int] = {}
-        # Where a partition's delivery resumed (faust's committed offset), for a partition
-        # with no position yet: see `with_undelivered`.
-        self.committed_of: Callable[[str, int], int | None] = lambda topic, partition: None
+        # The consumer group's committed offsets of these input partitions (None: no commit),
+        # where delivery of a partition with no position yet resumes: see `with_undelivered`.
+        self.committed: Callable[
+            [set[tuple[str, int]]], Awaitable[dict[tuple[str, int], int | None]]
+        ] = self.group_committed
 
     async def start(self) -> None:
         if self.producer is None:
@@ -273,15 +276,19 @@ class ScorerService:
         """
         out: list[EventT] = []
         following: dict[tuple[str, int], int] = {}
+        new = {(e.message.topic, e.message.partition) for e in events} - self.positions.keys()
+        if new:
+            # Asked of the broker, not of faust: faust hands over a partition's first records
+            # before its own seek to the committed offsets has finished.
+            for where, committed in (await self.committed(new)).items():
+                # No commit yet: delivery starts at the log's start (auto_offset_reset earliest).
+                following[where] = committed or 0
         for event in events:
             message = event.message
             where = (message.topic, message.partition)
             expected = following.get(where)
             if expected is None:
-                expected = self.positions.get(where)
-            if expected is None:
-                # No commit yet: delivery starts at the log's start (auto_offset_reset earliest).
-                expected = self.committed_of(*where) or 0
+                expected = self.positions.get(where, message.offset)
             if message.offset > expected:
                 log.warning(
                     "input %s[%s]: offsets %d to %d were not delivered; reading them directly",
@@ -294,6 +301,24 @@ class ScorerService:
                 out.extend(found)
             following[where] = max(expected, message.offset + 1)
             out.append(event)
+        return out
+
+    async def group_committed(
+        self, wanted: set[tuple[str, int]]
+    ) -> dict[tuple[str, int], int | None]:
+        """The scorer group's committed offset of each of these partitions, None where none."""
+        admin = admin_client(self.settings, client_id="gapwatch-holes")
+        await admin.start()
+        try:
+            found = await admin.list_consumer_group_offsets(
+                self.group_id, partitions=[TopicPartition(t, p) for t, p in wanted]
+            )
+        finally:
+            await admin.close()
+        out: dict[tuple[str, int], int | None] = dict.fromkeys(wanted)
+        for tp, meta in found.items():
+            if meta is not None and meta.offset >= 0:
+                out[tp.topic, tp.partition] = meta.offset
         return out
 
     async def _read_range(self, topic: str, number: int, start: int, end: int) -> list[EventT]:
@@ -791,10 +816,6 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     # each log entry is kept encoded, so a save joins bytes instead of encoding the log again
     # (values written by the earlier JSON codec are the same bytes and read back the same).
     items = app.Table("items", key_type=str, value_type=bytes, partitions=settings.kafka_partitions)
-    # faust keeps the offset each partition's delivery resumed from (and commits since) here.
-    service.committed_of = lambda topic, partition: app.consumer._committed_offset.get(
-        TP(topic, partition)
-    )
     batch = settings.scorer_batch_events
     wait = settings.scorer_batch_wait_seconds
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.topics import Stream, topic_name
-from gapwatch.kafka.clients import reliable_producer
+from gapwatch.kafka.clients import consumer, reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch_scorer.app import ScorerService
 from gapwatch_scorer.settings import ScorerSettings
@@ -55,12 +56,29 @@ async def test_a_hole_in_delivery_is_read_from_the_broker_and_scored(kafka: Kafk
     assert all(e.message.key == f"T-H{e.message.offset}".encode() for e in found)
     assert all(e.message.timestamp > 1e9 for e in found)  # seconds, as faust's
 
+    # Where delivery resumes: the group's committed offset, asked of the broker.
+    committer = consumer(kafka, group_id=service.group_id, enable_auto_commit=False)
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(tickets, 0)])
+        await committer.commit({TopicPartition(tickets, 0): 4})
+    finally:
+        await committer.stop()
+    assert await service.group_committed({(tickets, 0), (tickets, 1)}) == {
+        (tickets, 0): 4,
+        (tickets, 1): None,
+    }
+
     # Delivered: offset 2, then 7 (3 to 6 skipped); they are read and scored before 7.
     async def produce(records: Any) -> None:
         pass
 
     service.produce = produce  # type: ignore[method-assign]
-    service.committed_of = lambda topic, number: 2
+
+    async def committed(wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        return dict.fromkeys(wanted, 2)
+
+    service.committed = committed  # type: ignore[method-assign]
     table: dict[str, Any] = {}
     delivered = [
         e for e in await service._read_range(tickets, 0, 2, 8) if e.message.offset in (2, 7)

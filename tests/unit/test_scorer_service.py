@@ -102,7 +102,11 @@ async def test_records_the_consumer_skipped_are_read_directly_and_scored():
 
     service._read_range = read_range  # type: ignore[method-assign,assignment]
     service.produce = produce  # type: ignore[method-assign]
-    service.committed_of = lambda topic_, number: 2  # delivery resumed at offset 2
+
+    async def committed(wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        return dict.fromkeys(wanted, 2)  # delivery resumes at offset 2
+
+    service.committed = committed  # type: ignore[method-assign]
     table: dict[str, Any] = {}
 
     async def batch(*offsets: int) -> None:
@@ -131,7 +135,11 @@ async def test_a_partition_first_delivered_past_its_committed_offset_is_read_fro
 
     service._read_range = read_range  # type: ignore[method-assign,assignment]
     service.produce = produce  # type: ignore[method-assign]
-    service.committed_of = lambda topic_, number: None  # never committed: starts at 0
+
+    async def committed(wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        return dict.fromkeys(wanted)  # never committed: delivery starts at 0
+
+    service.committed = committed  # type: ignore[method-assign]
     table: dict[str, Any] = {}
     await service.handle_inputs([opened_at("T-2", 1, 2)], table)  # type: ignore[list-item]
     assert reads == [(0, 2)]
