@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.streams import _current_event
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import ValidationError
 
 from gapwatch.config import load_policies
 from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, SavedStateError
@@ -47,7 +48,7 @@ from gapwatch.core.scoring import (
     observe_gap,
 )
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
-from gapwatch.core.validation import EventRejected, decode_event
+from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
@@ -59,6 +60,8 @@ SEEN_GAPS_LIMIT = 200_000
 RESTORE_YIELD_EVERY = 5000
 RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
+UNREADABLE_GAP_KEY = b"\x00unreadable"
+"""Segment key of a gaps-topic record that is not a gap event, on its way to a dead letter."""
 WINDOW_FIGURES = (
     "attainment",
     "met",
@@ -388,7 +391,9 @@ class ScorerService:
         records.extend(self.gap_record(g) for g in gaps)
         touched[decoded.subject] = (event, scoring.items[decoded.subject])
 
-    def _dead(self, reason: str, detail: str, event: EventT) -> tuple[str, bytes, bytes]:
+    def _dead(
+        self, reason: str, detail: str, event: EventT, service: str = "scorer"
+    ) -> tuple[str, bytes, bytes]:
         self.metrics.dead_letters.labels(reason).inc()
         log.warning(
             "dead letter (%s) from %s[%s]@%s: %s",
@@ -398,7 +403,8 @@ class ScorerService:
             event.message.offset,
             detail,
         )
-        return (self.deadletter_topic, event.message.key or b"", dead_letter(reason, detail, event))
+        record = dead_letter(reason, detail, event, service)
+        return (self.deadletter_topic, event.message.key or b"", record)
 
     def reassign_inputs(self, assigned: set[int]) -> None:
         """After a rebalance: drop the clocks of input partitions that went to another worker.
@@ -574,6 +580,7 @@ class ScorerService:
     # --- stage 2: windows ------------------------------------------------------------------
 
     async def handle_gaps(self, events: Sequence[EventT]) -> None:
+        letters: list[tuple[str, bytes, bytes]] = []
         for event in events:
             message = event.message
             number = message.partition
@@ -582,7 +589,18 @@ class ScorerService:
             if message.offset < self.windows_until[number]:
                 continue  # already counted by the rebuild
             self.windows_until[number] = message.offset + 1
-            self._observe(number, message.value or b"", count=True)
+            try:
+                self._observe(number, message.value or b"", count=True)
+            except ValidationError as exc:
+                # The gaps topic is open to any producer: a record that is not a gap event is
+                # kept (dead letter, original bytes), not counted, and the windows go on.
+                reason = Rejection.SCHEMA_INVALID
+                if any(e["type"] == "json_invalid" for e in exc.errors()):
+                    reason = Rejection.MALFORMED_JSON
+                detail = f"not a gap event: {exc.error_count()} errors; {exc.errors()[0]['msg']}"
+                letters.append(self._dead(reason.value, detail, event, "scorer-windows"))
+        # Before the batch's offsets commit, as for the input stage.
+        await self.produce(letters)
 
     def forget_windows(self, number: int) -> None:
         self.windows.pop(number, None)
@@ -639,7 +657,10 @@ class ScorerService:
                 for record in records:
                     if record.offset >= until:
                         break
-                    self._observe(number, record.value or b"", count=False)
+                    try:
+                        self._observe(number, record.value or b"", count=False)
+                    except ValidationError:
+                        continue  # dead-lettered when the stream delivered it
                     replayed += 1
                 position = await reader.position(tp)
         finally:
@@ -825,8 +846,13 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
             await service.handle_inputs(events, items)
 
     def by_segment(value: bytes) -> bytes:
-        segment = orjson.loads(value)["data"]["segment"]
-        return _segment_key(service.keyer.key(segment))
+        # A record with no readable segment goes on under a key of its own, to be
+        # dead-lettered by `handle_gaps`: faust would log and drop it if this raised.
+        try:
+            segment = orjson.loads(value)["data"]["segment"]
+            return _segment_key(service.keyer.key(segment))
+        except (orjson.JSONDecodeError, LookupError, TypeError, AttributeError, ValueError):
+            return UNREADABLE_GAP_KEY
 
     @app.agent(gaps)
     async def windows(stream: faust.StreamT[bytes]) -> None:

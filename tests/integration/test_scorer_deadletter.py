@@ -66,3 +66,44 @@ async def test_bad_records_are_dead_lettered_with_reason_and_bytes(
         assert scorer.process.poll() is None
     finally:
         stop_process(scorer.process)
+
+
+async def test_bad_gap_records_are_dead_lettered_and_the_windows_go_on(
+    kafka: KafkaSettings, tmp_path: Path
+):
+    """`gapwatch.gaps.v1` is an open topic too: a record another producer wrote there that is
+    not a gap event must not stop the windows stage (nor faust's re-keying before it)."""
+    undecodable = b"\x00\xff not json"
+    not_a_gap = orjson.dumps({"data": {"segment": {"team": "t1"}}, "id": "x"})
+    wrong_segment = orjson.dumps({"data": {"segment": ["not", "a", "map"]}})
+    bad = [undecodable, not_a_gap, wrong_segment]
+    opened = copy.deepcopy(EXAMPLES["gapwatch.ticket.opened.v1"])
+    replied = copy.deepcopy(EXAMPLES["gapwatch.ticket.replied.v1"])
+    scorer = start_scorer(kafka, tmp_path, "dlw", GAPWATCH_SCORER_WALL_CLOCK="false")
+    try:
+        producer = reliable_producer(kafka)
+        await producer.start()
+        try:
+            for value in bad:
+                await producer.send_and_wait(
+                    topic_name(Stream.GAPS, kafka.topic_prefix), value, key=b"T-1001"
+                )
+            tickets = topic_name(Stream.TICKETS, kafka.topic_prefix)
+            key = opened["subject"].encode()
+            await producer.send_and_wait(tickets, orjson.dumps(opened), key=key)
+            await producer.send_and_wait(tickets, orjson.dumps(replied), key=key)
+        finally:
+            await producer.stop()
+        letters = await read_topic(kafka, Stream.DEADLETTER, len(bad), timeout=120)
+        got = [orjson.loads(r.value) for r in letters]
+        assert sorted(base64.b64decode(g["value_b64"]) for g in got) == sorted(bad)
+        assert {g["reason"] for g in got} <= {"malformed_json", "schema_invalid"}, got
+        assert all(g["service"] == "scorer-windows" and g["detail"] for g in got), got
+        # The windows stage went on: the reply's first-response outcome was counted.
+        deadline = time.monotonic() + 60
+        while "gapwatch_promise_outcomes_total{" not in scorer.metrics():
+            assert time.monotonic() < deadline, scorer.log()[-3000:]
+            await asyncio.sleep(0.5)
+        assert scorer.process.poll() is None
+    finally:
+        stop_process(scorer.process)
