@@ -4,6 +4,8 @@ Prints:
   1. raw: an aiokafka consumer (getmany + json.loads + a dict update) over the input topics;
   2. faust floor: a faust agent that takes the same events and does nothing (`faust_floor`);
      scorer: sustained events/s through one scorer worker over the same events (its own count);
+     the scorer's per-event work on a plain aiokafka loop in this process (no faust): decode,
+     score, produce the gap events, save each touched item (RocksDB + changelog);
   3. latency from input append to gap-event append at about half the scorer's rate (p50/p99);
   4. memory per open promise, in-process, with --items open tickets (two promises each);
   5. restart time of a worker holding --restart-items items in its table: written straight to
@@ -30,12 +32,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
+from aiokafka.admin import NewTopic
 from aiokafka.partitioner import murmur2
+from prometheus_client import CollectorRegistry
+from rocksdict import Rdict
 
 from bench.common import REPO, kafka_bootstrap
 from gapwatch.config import load_policies
@@ -43,11 +49,13 @@ from gapwatch.core.clock import ClockConfig
 from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.scoring import Scoring, ScoringConfig
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
-from gapwatch.core.validation import validate_event
+from gapwatch.core.validation import EventRejected, decode_event, validate_event
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch.kafka.topics import ensure_topics
 from gapwatch.simulation import Scenario, Simulator
+from gapwatch_scorer.app import ScorerService
+from gapwatch_scorer.settings import ScorerSettings
 
 
 def fresh_settings(partitions: int) -> KafkaSettings:
@@ -116,6 +124,93 @@ async def raw_consume_rate(settings: KafkaSettings, expected: int) -> float:
         return seen / (time.perf_counter() - started)
     finally:
         await reader.stop()
+
+
+async def core_on_aiokafka_rate(
+    settings: KafkaSettings, work: Path, expected: int
+) -> tuple[float, dict[str, float]]:
+    """Events/s of the scorer's per-event work on a plain aiokafka loop, without faust, and the
+    µs an event spent scoring (decode + engine + gap encoding), awaiting the gap events' acks,
+    and saving.
+
+    The ceiling of a leaner input path: batches from `getmany`, each event decoded and scored
+    by its partition's engine (the scorer's own `ScorerService` configuration and gap-event
+    encoding), the gap events produced and their acks awaited per batch, then each touched
+    item saved once: `to_bytes`, a local RocksDB put and a changelog record, as the items
+    table does. No windows stage, no group rebalances, no offset commits. Run after the
+    scorer: its gap events go to the same gaps topic.
+    """
+    prefix = settings.topic_prefix
+    service = ScorerService(
+        ScorerSettings(
+            kafka_bootstrap=settings.kafka_bootstrap,
+            topic_prefix=prefix,
+            kafka_partitions=settings.kafka_partitions,
+        ),
+        CollectorRegistry(),
+    )
+    changelog = f"{prefix}lean-items-changelog"
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(changelog, settings.kafka_partitions, 1)])
+    finally:
+        await admin.close()
+    topics = [topic_name(s, prefix) for s in INPUT_STREAMS]
+    reader = consumer(
+        settings,
+        *topics,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"lean-{uuid.uuid4().hex[:6]}",
+        max_partition_fetch_bytes=4 << 20,
+    )
+    producer = reliable_producer(settings)
+    store = Rdict(str(work / "lean-store"))
+    await reader.start()
+    await producer.start()
+    seen = 0
+    spent = dict.fromkeys(("score", "produce", "save"), 0.0)
+    try:
+        started = None
+        while seen < expected:
+            batch = await reader.getmany(timeout_ms=1000, max_records=500)
+            if started is None and batch:
+                started = time.perf_counter()
+            began = time.perf_counter()
+            records: list[tuple[str, bytes, bytes]] = []
+            touched: dict[str, tuple[int, Any]] = {}
+            for tp, messages in batch.items():
+                scoring = service.partition(tp.partition).scoring
+                for message in messages:
+                    seen += 1
+                    try:
+                        decoded = decode_event(message.value or b"")
+                        gaps = scoring.process_and_tick(decoded)
+                    except (EventRejected, ValueError):
+                        continue  # the scorer would dead-letter it; the bench's input is valid
+                    records.extend(service.gap_record(g) for g in gaps)
+                    touched[decoded.subject] = (tp.partition, scoring.items[decoded.subject])
+            scored = time.perf_counter()
+            acks = [await producer.send(t, v, key=k) for t, k, v in records]
+            await asyncio.gather(*acks)
+            produced = time.perf_counter()
+            saves = []
+            for item_id, (number, clock) in touched.items():
+                key, value = orjson.dumps(item_id), clock.to_bytes()
+                store[key] = value
+                saves.append(await producer.send(changelog, value, key=key, partition=number))
+            await asyncio.gather(*saves)
+            spent["score"] += scored - began
+            spent["produce"] += produced - scored
+            spent["save"] += time.perf_counter() - produced
+        assert started is not None
+        rate = seen / (time.perf_counter() - started)
+        return rate, {phase: seconds / seen * 1e6 for phase, seconds in spent.items()}
+    finally:
+        await producer.stop()
+        await reader.stop()
+        store.close()
 
 
 def start_scorer(
@@ -526,6 +621,12 @@ def main() -> None:
             f"scorer, one worker:                            {rate:10,.0f} events/s  "
             f"ratio {rate / raw:.3f} (to the faust floor {rate / floor:.3f})"
         )
+        lean, spent = asyncio.run(core_on_aiokafka_rate(settings, work, len(docs)))
+        print(
+            f"scorer's work on plain aiokafka (no faust):    {lean:10,.0f} events/s  "
+            f"ratio {lean / raw:.3f} (the scorer does {rate / lean:.3f} of it)"
+        )
+        print("  µs an event: " + ", ".join(f"{k} {v:.0f}" for k, v in spent.items()))
 
     if "latency" in phases:
         live = fresh_settings(args.partitions)
