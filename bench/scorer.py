@@ -32,12 +32,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
@@ -96,16 +97,20 @@ async def produce(settings: KafkaSettings, docs: list[dict[str, object]]) -> Non
         await producer.stop()
 
 
-async def raw_consume_rate(settings: KafkaSettings, expected: int) -> float:
-    topics = [topic_name(s, settings.topic_prefix) for s in INPUT_STREAMS]
-    reader = consumer(
+def input_reader(settings: KafkaSettings, group: str) -> AIOKafkaConsumer:
+    """A consumer of the input topics from their start, in a group of its own."""
+    return consumer(
         settings,
-        *topics,
+        *(topic_name(s, settings.topic_prefix) for s in INPUT_STREAMS),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        group_id=f"{group}-{uuid.uuid4().hex[:6]}",
         max_partition_fetch_bytes=4 << 20,
     )
+
+
+async def raw_consume_rate(settings: KafkaSettings, expected: int) -> float:
+    reader = input_reader(settings, "raw")
     await reader.start()
     state: dict[bytes, int] = {}
     seen = 0
@@ -156,15 +161,7 @@ async def core_on_aiokafka_rate(
         await admin.create_topics([NewTopic(changelog, settings.kafka_partitions, 1)])
     finally:
         await admin.close()
-    topics = [topic_name(s, prefix) for s in INPUT_STREAMS]
-    reader = consumer(
-        settings,
-        *topics,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=f"lean-{uuid.uuid4().hex[:6]}",
-        max_partition_fetch_bytes=4 << 20,
-    )
+    reader = input_reader(settings, "lean")
     producer = reliable_producer(settings)
     store = Rdict(str(work / "lean-store"))
     await reader.start()
