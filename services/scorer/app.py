@@ -381,10 +381,11 @@ class ScorerService:
                 records.extend(self.gap_record(g) for g in implied)
         try:
             gaps = scoring.process_and_tick(decoded)
-        except (LateEvent, ItemLogFull) as exc:
-            reason = LateEvent.reason if isinstance(exc, LateEvent) else "item_log_full"
-            records.append(self._dead(reason, str(exc), event))
+        except (LateEvent, ItemLogFull, SavedStateError) as exc:
+            records.append(self._dead(_REASONS[type(exc)], str(exc), event))
             return
+        finally:
+            _report_unreadable(scoring)
         if scoring.stream_watermarks.get(decoded.stream) == decoded.data.occurred_at:
             part.wall_at_watermark[decoded.stream] = time.time()
         self.metrics.events.labels(decoded.stream.value).inc()
@@ -524,6 +525,7 @@ class ScorerService:
         for number, part in list(self.clocks.items()):
             if number not in self.loading:
                 records.extend(self.gap_record(g) for g in part.tick())
+                _report_unreadable(part.scoring)
         await self.produce(records)
 
     def export_open_counts(self) -> list[tuple[str, bytes, bytes]]:
@@ -761,6 +763,21 @@ class _Undelivered:
     """An event for `_score` and faust's table (which reads `event.message.partition`)."""
 
     message: _Record
+
+
+_REASONS: dict[type[Exception], str] = {
+    LateEvent: LateEvent.reason,
+    ItemLogFull: "item_log_full",
+    SavedStateError: "state_unreadable",
+}
+"""Dead-letter reasons of the input events the scoring core refuses."""
+
+
+def _report_unreadable(scoring: Scoring) -> None:
+    """Log the restored clocks a timer found unreadable (their next event is dead-lettered)."""
+    for exc in scoring.unreadable:
+        log.error("%s; its timers stop and its next event will be dead-lettered", exc)
+    scoring.unreadable.clear()
 
 
 def _saved_items(store: Any, number: int) -> Iterator[tuple[bytes, bytes]]:

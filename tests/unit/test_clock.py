@@ -639,9 +639,14 @@ def test_a_resting_clock_with_feedback_waiting_for_its_gap_wakes(config: ClockCo
     assert resting.to_bytes() == original.to_bytes()
     broken = ItemClock.restore("T-1", config, saved.replace(b'"log":[', b'"log":[[1],'))
     for _ in range(2):  # an unreadable log is refused on every use, not turned into a blank
-        with pytest.raises(ValueError, match="values to unpack"):
+        with pytest.raises(SavedStateError, match=r"T-1.*values to unpack"):
             broken.apply(event("ticket.replied", T0 + timedelta(minutes=30)))
         assert broken.resting
+    with pytest.raises(SavedStateError, match="T-1"):  # a timer wakes it the same way
+        broken.advance(T0 + timedelta(days=30))
+    assert broken.resting
+    with pytest.raises(SavedStateError, match=r"T-1.*values to unpack"):
+        ItemClock.from_bytes("T-1", config, broken.to_bytes())
 
 
 def test_a_restore_under_other_policies_or_from_format_1_folds_at_once(config: ClockConfig):

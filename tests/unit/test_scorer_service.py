@@ -36,6 +36,24 @@ class Event:
     message: Message
 
 
+def offline_service() -> tuple[ScorerService, list[tuple[str, bytes, bytes]]]:
+    """A service whose output and committed offsets are stand-ins (no broker): what it
+    produces is collected, and nothing was committed (delivery starts at offset 0)."""
+    settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
+    service = ScorerService(settings, CollectorRegistry())
+    produced: list[tuple[str, bytes, bytes]] = []
+
+    async def produce(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        produced.extend(records)
+
+    async def committed(wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        return dict.fromkeys(wanted)
+
+    service.produce = produce  # type: ignore[method-assign]
+    service.committed = committed  # type: ignore[method-assign]
+    return service, produced
+
+
 def opened(item: str, partition: int) -> Event:
     doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.opened.v1"])
     doc.update(id=f"{item}-opened", subject=item)
@@ -56,9 +74,7 @@ def opened(item: str, partition: int) -> Event:
 async def test_items_of_a_partition_revoked_during_a_batch_are_not_written(
     rebalance: str | None, written: set[str]
 ):
-    settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
-    service = ScorerService(settings, CollectorRegistry())
-    produced: list[tuple[str, bytes, bytes]] = []
+    service, produced = offline_service()
 
     async def produce(records: Sequence[tuple[str, bytes, bytes]]) -> None:
         produced.extend(records)
@@ -144,3 +160,29 @@ async def test_a_partition_first_delivered_past_its_committed_offset_is_read_fro
     await service.handle_inputs([opened_at("T-2", 1, 2)], table)  # type: ignore[list-item]
     assert reads == [(0, 2)]
     assert set(table) == {"T-0", "T-1", "T-2"}
+
+
+async def test_an_event_of_an_item_whose_saved_state_is_unreadable_is_dead_lettered_as_such():
+    """A restored clock with an unreadable log refuses its event as `state_unreadable` (it was
+    `internal_error`), and a timer that meets it does not take another item's event down."""
+    from gapwatch.core.clock import ItemClock
+
+    service, produced = offline_service()
+    table: dict[str, Any] = {}
+    await service.handle_inputs([opened_at("T-1", 0, 0)], table)  # type: ignore[list-item]
+    original = table["T-1"]
+    saved = original.replace(b'"log":[', b'"log":[[1],', 1)
+    service, produced = offline_service()
+    scoring = service.partition(0).scoring
+    scoring.adopt(ItemClock.restore("T-1", service.config.clock, saved))
+    reply = copy.deepcopy(EXAMPLES["gapwatch.ticket.replied.v1"])
+    reply.update(id="T-1-replied", subject="T-1")
+    reply["data"]["ticket_id"] = "T-1"
+    topic = topic_name(Stream.TICKETS, "")
+    event = Event(Message(topic, 0, 0, b"T-1", orjson.dumps(reply)))
+    await service.handle_inputs([event], table)  # type: ignore[list-item]
+    letters = [orjson.loads(v) for t, _, v in produced if t.endswith("deadletter.v1")]
+    assert [(d["reason"], d["offset"]) for d in letters] == [("state_unreadable", 0)]
+    assert "T-1" in letters[0]["detail"]
+    assert scoring.items["T-1"].resting and table["T-1"] == original  # no blank clock saved
+    assert service.metrics.dead_letters.labels("state_unreadable")._value.get() == 1

@@ -230,3 +230,30 @@ def test_a_resting_restore_of_a_whole_stream_then_goes_on_like_the_original(
         got += [g.id for g in restored.tick(end)]
         assert got == want
         assert restored.open_counts() == original.open_counts()
+
+
+def test_an_unreadable_restored_clock_blames_neither_its_timer_nor_other_items(
+    config: ScoringConfig,
+):
+    """A restored clock whose saved log this version cannot read is found when first used.
+    Its own event is refused (SavedStateError: a `state_unreadable` dead letter); when a later
+    event's time reaches its deadline, that event is scored as usual and the unreadable clock is
+    reported in `unreadable` (once: its timers stop), instead of the event taking the error."""
+    from gapwatch.core.clock import ItemClock, SavedStateError
+
+    reference = Scoring(config, track_windows=False)
+    reference.process_and_tick(ticket("T-1", T0))
+    saved = reference.items["T-1"].to_bytes().replace(b'"log":[', b'"log":[[1],', 1)
+    restarted = Scoring(config, track_windows=False)
+    restarted.adopt(ItemClock.restore("T-1", config.clock, saved))
+    assert restarted.items["T-1"].resting
+    with pytest.raises(SavedStateError, match="T-1"):
+        restarted.process_and_tick(reply("T-1", T0 + timedelta(minutes=5), "reply-1"))
+    # T-2 opens after T-1's first-response deadline: its event is scored, T-1 is reported.
+    later = T0 + timedelta(days=3)
+    other = restarted.process_and_tick(ticket("T-2", later))
+    assert "T-2" in restarted.items and restarted.items["T-2"].open_promises
+    assert {g.subject for g in other} <= {"T-2"}
+    assert [e.item_id for e in restarted.unreadable] == ["T-1"]
+    restarted.process_and_tick(ticket("T-3", later + timedelta(days=3)))
+    assert [e.item_id for e in restarted.unreadable] == ["T-1"]

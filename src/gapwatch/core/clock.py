@@ -121,6 +121,10 @@ class SavedStateError(Exception):
         self.item_id = item_id
 
 
+_UNREADABLE = (KeyError, IndexError, TypeError, ValueError)
+"""What folding a saved log that this version cannot read raises (pydantic's errors included)."""
+
+
 class ItemLogFull(Exception):
     """An item has more events than the configured log limit; the event must be dead-lettered."""
 
@@ -576,7 +580,10 @@ class ItemClock:
         """
         saved = _read_saved(item_id, raw)
         clock = cls(item_id, config)
-        clock._fold_saved(saved, unpublished)
+        try:
+            clock._fold_saved(saved, unpublished)
+        except _UNREADABLE as exc:
+            raise SavedStateError(item_id, f"log: {exc!r}") from None
         return clock
 
     @classmethod
@@ -627,10 +634,12 @@ class ItemClock:
             self._fold_saved(saved)
             if resting.advanced_to is not None:
                 self._advance(resting.advanced_to, [])  # nothing was due before: moves the clock
-        except BaseException:
+        except BaseException as exc:
             # Unreadable: stay resting, so the next use meets the same error, not a blank clock.
             self._log, self._state = _RESTING_LOG, _RESTING_STATE
             self._resting, self._saved = resting, raw
+            if isinstance(exc, _UNREADABLE):
+                raise SavedStateError(self.item_id, f"log: {exc!r}") from None
             raise
 
     def _fold_saved(self, saved: dict[str, Any], unpublished: list[GapEvent] | None = None) -> None:

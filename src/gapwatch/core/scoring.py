@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gapwatch.core.catalog import AnyInputEvent
-from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull
+from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, SavedStateError
 from gapwatch.core.feedback import ItemKind
 from gapwatch.core.gaps import GapData, GapEvent
 from gapwatch.core.promises import PromiseKind
@@ -122,6 +122,8 @@ class Scoring:
     # committed), so these must not move the watermarks: the re-read events do, exactly as in
     # replay. The live scorer ticks from them only once a partition is idle.
     restored_watermarks: dict[Stream, datetime] = field(default_factory=dict)
+    # Restored clocks found unreadable when a timer woke them, for the caller to report.
+    unreadable: list[SavedStateError] = field(default_factory=list)
     _timers: dict[ItemKind, list[tuple[datetime, str]]] = field(default_factory=dict)
     _scheduled: dict[str, datetime] = field(default_factory=dict)
 
@@ -132,7 +134,8 @@ class Scoring:
     # --- input ---------------------------------------------------------------------------------
 
     def process(self, event: AnyInputEvent) -> list[GapEvent]:
-        """Apply one validated input event; raises LateEvent or ItemLogFull for dead letters."""
+        """Apply one validated input event; raises LateEvent, ItemLogFull or SavedStateError (its
+        item's restored state is unreadable) for dead letters."""
         at = event.data.occurred_at
         stream = event.stream
         grace = timedelta(seconds=self.config.grace_seconds)
@@ -240,7 +243,14 @@ class Scoring:
             clock = self.items.get(item_id)
             if clock is None:
                 continue
-            fired = clock.advance(now)
+            try:
+                fired = clock.advance(now)
+            except SavedStateError as exc:
+                # A restored clock whose log this version cannot read: its timers stop here
+                # (it stays resting, and its next event is refused with the same error), and
+                # the events whose time fired it are not blamed for it.
+                self.unreadable.append(exc)
+                continue
             if fired and self.track_windows:
                 windows = self._windows(now)
                 for gap in fired:
