@@ -755,3 +755,27 @@ def test_unreadable_saved_state_is_refused_not_guessed(config: ClockConfig):
     ):
         with pytest.raises(SavedStateError, match="T-1"):
             ItemClock.from_bytes("T-1", config, bad)
+
+
+def test_the_fingerprint_names_the_holiday_data_when_a_calendar_uses_country_holidays(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A newer `holidays` package can close other days: saves computed under the old data must
+    be re-folded, not restored resting with due times the new data would not give."""
+    import holidays
+
+    plain = yaml.safe_load(POLICIES)
+    with_countries = yaml.safe_load(POLICIES)
+    with_countries["calendars"][0]["holidays"] = {"countries": [{"country": "NL"}]}
+
+    def fingerprints() -> tuple[str, str]:
+        return tuple(  # type: ignore[return-value]
+            ClockConfig.from_policies(PolicySet.model_validate(doc)).fingerprint
+            for doc in (plain, with_countries)
+        )
+
+    before = fingerprints()
+    monkeypatch.setattr(holidays, "__version__", "999.0")
+    after = fingerprints()
+    assert after[0] == before[0]  # no country holidays: the package does not matter
+    assert after[1] != before[1]

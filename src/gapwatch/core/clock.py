@@ -166,14 +166,17 @@ class ClockConfig:
     @classmethod
     def from_policies(cls, policies: PolicySet, log_limit: int = 512) -> ClockConfig:
         replies = policies.defaults.replies
+        calendars = policies.calendar_objects()
+        # Holiday data is configuration too: a newer `holidays` package can close other days.
+        holiday_data = sorted({c.holiday_data for c in calendars.values()} - {None})
         return cls(
             policies=policies,
-            calendars=policies.calendar_objects(),
+            calendars=calendars,
             reply_authors=frozenset(replies.authors),
             reply_visibilities=frozenset(replies.visibilities),
             log_limit=log_limit,
             fingerprint=hashlib.sha256(
-                f"{log_limit}:{policies.model_dump_json()}".encode()
+                f"{log_limit}:{holiday_data}:{policies.model_dump_json()}".encode()
             ).hexdigest()[:16],
             # Resolved once: every opened item would otherwise rebuild its policy's promises.
             resolved={p.name: {r.kind: r for r in policies.resolve(p)} for p in policies.policies},
