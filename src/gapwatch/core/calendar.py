@@ -587,7 +587,9 @@ class BusinessCalendar:
     def holiday_data(self) -> str | None:
         """The `holidays` package version this calendar's country holidays come from (None
         when it uses none): a new version can move a due time without any config change."""
-        return holidays_lib.__version__ if self.spec.holidays.countries else None
+        return (
+            str(getattr(holidays_lib, "__version__", "?")) if self.spec.holidays.countries else None
+        )
 
     def _compute_holidays_of_year(self, year: int) -> frozenset[date]:
         closed = {d for d in self._closed_dates if d.year == year}

@@ -168,7 +168,7 @@ class ClockConfig:
         replies = policies.defaults.replies
         calendars = policies.calendar_objects()
         # Holiday data is configuration too: a newer `holidays` package can close other days.
-        holiday_data = sorted({c.holiday_data for c in calendars.values()} - {None})
+        holiday_data = sorted({d for c in calendars.values() if (d := c.holiday_data) is not None})
         return cls(
             policies=policies,
             calendars=calendars,
