@@ -31,6 +31,7 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
@@ -189,11 +190,17 @@ class ScorerService:
         self.committed: Callable[
             [set[tuple[str, int]]], Awaitable[dict[tuple[str, int], int | None]]
         ] = self.group_committed
+        # The same, read at the assignment for the partitions assigned (`note_resume_points`);
+        # each is used once, by the partition's first batch.
+        self.resume_at: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
         if self.producer is None:
             self.producer = reliable_producer(self.settings, client_id="gapwatch-scorer")
             await self.producer.start()
+            # Each topic's first send would otherwise wait for its metadata, in the first batch.
+            for topic in (self.gaps_topic, self.deadletter_topic, self.scores_topic):
+                await self.producer.partitions_for(topic)
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -280,10 +287,12 @@ class ScorerService:
         out: list[EventT] = []
         following: dict[tuple[str, int], int] = {}
         new = {(e.message.topic, e.message.partition) for e in events} - self.positions.keys()
-        if new:
+        for where in new & self.resume_at.keys():
+            following[where] = self.resume_at.pop(where)
+        if asked := new - following.keys():
             # Asked of the broker, not of faust: faust hands over a partition's first records
             # before its own seek to the committed offsets has finished.
-            for where, committed in (await self.committed(new)).items():
+            for where, committed in (await self.committed(asked)).items():
                 # No commit yet: delivery starts at the log's start (auto_offset_reset earliest).
                 following[where] = committed or 0
         for event in events:
@@ -305,6 +314,25 @@ class ScorerService:
             following[where] = max(expected, message.offset + 1)
             out.append(event)
         return out
+
+    async def note_resume_points(self, assigned: set[tuple[str, int]]) -> None:
+        """At an assignment, where delivery of each newly assigned input partition resumes.
+
+        Asked once for all of them, before the first batch (else the first batches of a
+        restarted worker each wait for an admin request). A failure only defers the question
+        to `with_undelivered`.
+        """
+        wanted = assigned - self.positions.keys()
+        if not wanted:
+            return
+        try:
+            found = await self.committed(wanted)
+        except (KafkaError, OSError, TimeoutError) as exc:  # the first batch asks again
+            log.warning("committed offsets of the assigned inputs not read: %r", exc)
+            return
+        for where, committed in found.items():
+            if where not in self.positions:  # else its first batch came first and checked it
+                self.resume_at[where] = committed or 0
 
     async def group_committed(
         self, wanted: set[tuple[str, int]]
@@ -419,8 +447,9 @@ class ScorerService:
             self.loaded.discard(number)
         # Delivery of a revoked partition resumes from its committed offset, which another
         # worker may have moved on: `with_undelivered` starts again from there.
-        for where in [w for w in self.positions if w[1] in self.revoked_inputs]:
-            del self.positions[where]
+        for held in (self.positions, self.resume_at):
+            for where in [w for w in held if w[1] in self.revoked_inputs]:
+                del held[where]
         self.revoked_inputs.clear()
 
     async def load_assigned(self, assigned: set[int], items: faust.Table) -> None:
@@ -922,6 +951,13 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     @app.on_partitions_assigned.connect
     async def _assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
         service.reassign_inputs({tp.partition for tp in assigned if tp.topic in input_topics})
+        await service.note_resume_points(
+            {(tp.topic, tp.partition) for tp in assigned if tp.topic in input_topics}
+        )
+
+    @app.task
+    async def _start_output() -> None:
+        await service.start()  # before the first batch, not in it
 
     @app.on_before_shutdown.connect
     async def _stop_producer(app_: Any, **_: Any) -> None:

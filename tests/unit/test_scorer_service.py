@@ -186,3 +186,37 @@ async def test_an_event_of_an_item_whose_saved_state_is_unreadable_is_dead_lette
     assert "T-1" in letters[0]["detail"]
     assert scoring.items["T-1"].resting and table["T-1"] == original  # no blank clock saved
     assert service.metrics.dead_letters.labels("state_unreadable")._value.get() == 1
+
+
+async def test_resume_points_read_at_the_assignment_serve_each_partitions_first_batch():
+    service, _ = offline_service()
+    topic = topic_name(Stream.TICKETS, "")
+    asked: list[set[tuple[str, int]]] = []
+
+    async def committed(wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        asked.append(set(wanted))
+        return dict.fromkeys(wanted, 3)
+
+    reads: list[tuple[int, int, int]] = []
+
+    async def read_range(topic_: str, number: int, start: int, end: int) -> list[Event]:
+        reads.append((number, start, end))
+        return [opened_at(f"T-{number}-{o}", number, o) for o in range(start, end)]
+
+    service.committed = committed  # type: ignore[method-assign]
+    service._read_range = read_range  # type: ignore[method-assign,assignment]
+    both = {(topic, 0), (topic, 1)}
+    service.reassign_inputs({0, 1})
+    await service.note_resume_points(both)
+    assert asked == [both]
+    table: dict[str, Any] = {}
+    batch = [opened_at("T-0-3", 0, 3), opened_at("T-1-5", 1, 5)]
+    await service.handle_inputs(batch, table)  # type: ignore[arg-type]
+    assert asked == [both]  # the first batch did not ask again
+    assert reads == [(1, 3, 5)]  # partition 1 was first delivered past its resume point
+    assert set(table) == {"T-0-3", "T-1-3", "T-1-4", "T-1-5"}
+    # Partition 1 revoked and given straight back: its resume point is read again, and only its.
+    service.revoked_inputs.add(1)
+    service.reassign_inputs({0, 1})
+    await service.note_resume_points(both)
+    assert asked[-1] == {(topic, 1)}
