@@ -61,6 +61,11 @@ SEEN_GAPS_LIMIT = 200_000
 RESTORE_YIELD_EVERY = 5000
 RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
+STALLED_SECONDS = 10.0
+"""An input partition short of its high watermark with nothing delivered this long is read."""
+STALLED_READ_MAX = 1000
+"""Most records read directly from one stalled partition per tick (a slow partition's records
+are scored twice: here, and when faust delivers them)."""
 UNREADABLE_GAP_KEY = b"\x00unreadable"
 """Segment key of a gaps-topic record that is not a gap event, on its way to a dead letter."""
 WINDOW_FIGURES = (
@@ -193,6 +198,10 @@ class ScorerService:
         # The same, read at the assignment for the partitions assigned (`note_resume_points`);
         # each is used once, by the partition's first batch.
         self.resume_at: dict[tuple[str, int], int] = {}
+        # When each assigned input partition last had an event delivered (or was assigned).
+        self.delivered_at: dict[tuple[str, int], float] = {}
+        # One batch at a time: the agent's, or the stalled-partition reader's (`read_stalled`).
+        self.scoring_turn = asyncio.Lock()
 
     async def start(self) -> None:
         if self.producer is None:
@@ -231,6 +240,10 @@ class ScorerService:
         return (self.gaps_topic, gap.key, gap.model_dump_json(exclude_none=True).encode())
 
     async def handle_inputs(self, events: Sequence[EventT], items: faust.Table) -> None:
+        async with self.scoring_turn:
+            await self._handle_inputs(events, items)
+
+    async def _handle_inputs(self, events: Sequence[EventT], items: faust.Table) -> None:
         records: list[tuple[str, bytes, bytes]] = []
         touched: dict[str, tuple[EventT, ItemClock]] = {}
         for event in await self.with_undelivered(events):
@@ -286,7 +299,9 @@ class ScorerService:
         """
         out: list[EventT] = []
         following: dict[tuple[str, int], int] = {}
-        new = {(e.message.topic, e.message.partition) for e in events} - self.positions.keys()
+        delivered = {(e.message.topic, e.message.partition) for e in events}
+        self.delivered_at.update(dict.fromkeys(delivered, time.monotonic()))
+        new = delivered - self.positions.keys()
         for where in new & self.resume_at.keys():
             following[where] = self.resume_at.pop(where)
         if asked := new - following.keys():
@@ -314,6 +329,38 @@ class ScorerService:
             following[where] = max(expected, message.offset + 1)
             out.append(event)
         return out
+
+    async def read_stalled(
+        self, highwaters: dict[tuple[str, int], int], items: faust.Table
+    ) -> None:
+        """Read directly what faust left undelivered at the end of a partition, and score it.
+
+        `with_undelivered` finds a skipped record when a later one is delivered; one at the end
+        of a partition that then goes quiet would wait for the next record. So a partition
+        whose scored position stays short of its high watermark (faust's, from its fetches)
+        with nothing delivered for `STALLED_SECONDS` is read from that position, at most
+        `STALLED_READ_MAX` records a tick. A partition faust is merely slow to deliver gets
+        its records scored here first and again when delivered: the clocks ignore repeats.
+        """
+        now = time.monotonic()
+        for where, highwater in highwaters.items():
+            position = self.positions.get(where, self.resume_at.get(where))
+            since = self.delivered_at.setdefault(where, now)
+            if position is None or highwater <= position or now - since < STALLED_SECONDS:
+                continue
+            end = min(highwater, position + STALLED_READ_MAX)
+            log.warning(
+                "input %s[%s]: offsets %d to %d not delivered in %.0fs; reading them directly",
+                *where,
+                position,
+                end - 1,
+                now - since,
+            )
+            found = await self._read_range(*where, position, end)
+            self.metrics.undelivered.inc(len(found))
+            self.delivered_at[where] = now
+            if found:
+                await self.handle_inputs(found, items)
 
     async def note_resume_points(self, assigned: set[tuple[str, int]]) -> None:
         """At an assignment, where delivery of each newly assigned input partition resumes.
@@ -447,7 +494,7 @@ class ScorerService:
             self.loaded.discard(number)
         # Delivery of a revoked partition resumes from its committed offset, which another
         # worker may have moved on: `with_undelivered` starts again from there.
-        for held in (self.positions, self.resume_at):
+        for held in (self.positions, self.resume_at, self.delivered_at):
             for where in [w for w in held if w[1] in self.revoked_inputs]:
                 del held[where]
         self.revoked_inputs.clear()
@@ -917,13 +964,19 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
             await service.load_assigned(assigned, items)
         await service.tick()
         lag = 0
+        highwaters: dict[tuple[str, int], int] = {}
         for tp in actives:
-            position = service.positions.get((tp.topic, tp.partition))
-            if tp.topic in input_topics and position is not None:
-                highwater = app.consumer.highwater(tp)
-                if highwater is not None and highwater >= 0:
+            highwater = app.consumer.highwater(tp) if tp.topic in input_topics else None
+            if highwater is not None and highwater >= 0:
+                highwaters[tp.topic, tp.partition] = highwater
+                position = service.positions.get((tp.topic, tp.partition))
+                if position is not None:
                     lag += max(0, highwater - position)
         service.metrics.lag.set(lag)
+        if app.rebalancing or app.in_recovery:
+            service.delivered_at.clear()  # nothing is delivered meanwhile: no stall to count
+        else:
+            await service.read_stalled(highwaters, items)
 
     @app.timer(interval=settings.scorer_snapshot_seconds)
     async def snapshot() -> None:

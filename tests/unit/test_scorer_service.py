@@ -220,3 +220,39 @@ async def test_resume_points_read_at_the_assignment_serve_each_partitions_first_
     service.reassign_inputs({0, 1})
     await service.note_resume_points(both)
     assert asked[-1] == {(topic, 1)}
+
+
+async def test_a_partition_stalled_short_of_its_end_is_read_directly(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Records faust left undelivered at a partition's end, with nothing after them, are read
+    once the partition has had no delivery for STALLED_SECONDS, and scored."""
+    import gapwatch_scorer.app as app_module
+
+    service, _ = offline_service()
+    topic = topic_name(Stream.TICKETS, "")
+    reads: list[tuple[int, int, int]] = []
+
+    async def read_range(topic_: str, number: int, start: int, end: int) -> list[Event]:
+        reads.append((number, start, end))
+        return [opened_at(f"T-{number}-{o}", number, o) for o in range(start, end)]
+
+    service._read_range = read_range  # type: ignore[method-assign,assignment]
+    clock = [1000.0]
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: clock[0])
+    table: dict[str, Any] = {}
+    await service.handle_inputs([opened_at("T-0-0", 0, 0)], table)  # type: ignore[list-item]
+    ends = {(topic, 0): 3, (topic, 1): 2}  # partition 1: assigned, never delivered, at 0
+    service.resume_at[topic, 1] = 0
+    await service.read_stalled(ends, table)  # type: ignore[arg-type]
+    clock[0] += app_module.STALLED_SECONDS - 1
+    await service.read_stalled(ends, table)  # type: ignore[arg-type]
+    assert reads == []  # not stalled yet: faust may still deliver them
+    clock[0] += 1
+    await service.read_stalled(ends, table)  # type: ignore[arg-type]
+    assert sorted(reads) == [(0, 1, 3), (1, 0, 2)]
+    assert set(table) == {"T-0-0", "T-0-1", "T-0-2", "T-1-0", "T-1-1"}
+    clock[0] += app_module.STALLED_SECONDS
+    await service.read_stalled(ends, table)  # type: ignore[arg-type]
+    assert len(reads) == 2  # at their ends now: nothing more to read
+    assert service.metrics.undelivered._value.get() == 4
