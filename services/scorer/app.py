@@ -63,6 +63,8 @@ RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
 STALLED_SECONDS = 10.0
 """An input partition short of its high watermark with nothing delivered this long is read."""
+STALL_CLOCK_RESET_SECONDS = 1.0
+"""A batch held up this long restarts every partition's stall clock (see `read_stalled`)."""
 STALLED_READ_MAX = 1000
 """Most records read directly from one stalled partition per tick (a slow partition's records
 are scored twice: here, and when faust delivers them)."""
@@ -244,6 +246,7 @@ class ScorerService:
             await self._handle_inputs(events, items)
 
     async def _handle_inputs(self, events: Sequence[EventT], items: faust.Table) -> None:
+        began = time.monotonic()
         records: list[tuple[str, bytes, bytes]] = []
         touched: dict[str, tuple[EventT, ItemClock]] = {}
         for event in await self.with_undelivered(events):
@@ -263,6 +266,10 @@ class ScorerService:
             number: self.clocks.get(number) for number in {e.message.partition for e in events}
         }
         await self.produce(records)
+        if (done := time.monotonic()) - began > STALL_CLOCK_RESET_SECONDS:
+            # The agent was held up (a broker away, its acks retried): nothing could be
+            # delivered meanwhile, so no partition counts as stalled for that time.
+            self.delivered_at.update(dict.fromkeys(self.delivered_at, done))
         now = time.time()
         # A partition revoked while the acks were awaited belongs to another worker now (or
         # soon): writing its items would land in its changelog after the new owner's writes.

@@ -256,3 +256,18 @@ async def test_a_partition_stalled_short_of_its_end_is_read_directly(
     await service.read_stalled(ends, table)  # type: ignore[arg-type]
     assert len(reads) == 2  # at their ends now: nothing more to read
     assert service.metrics.undelivered._value.get() == 4
+
+    # A batch held up for longer than a stall (a broker away while its acks are retried):
+    # nothing could be delivered meanwhile, so that time does not count as a stall.
+    async def slow_produce(records: Sequence[tuple[str, bytes, bytes]]) -> None:
+        clock[0] += 2 * app_module.STALLED_SECONDS
+
+    quick_produce = service.produce
+    service.produce = slow_produce  # type: ignore[method-assign]
+    await service.handle_inputs([opened_at("T-0-3", 0, 3)], table)  # type: ignore[list-item]
+    service.produce = quick_produce  # type: ignore[method-assign]
+    await service.read_stalled({(topic, 0): 6, (topic, 1): 4}, table)  # type: ignore[arg-type]
+    assert len(reads) == 2
+    clock[0] += app_module.STALLED_SECONDS
+    await service.read_stalled({(topic, 0): 6, (topic, 1): 4}, table)  # type: ignore[arg-type]
+    assert sorted(reads[2:]) == [(0, 4, 6), (1, 2, 4)]
