@@ -60,7 +60,7 @@ import yaml
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from bench.common import REPO, kafka_bootstrap
+from bench.common import REPO, delete_topics, kafka_bootstrap
 from gapwatch.core.alerts.evaluation import Evaluator, FiguresBook
 from gapwatch.core.alerts.lifecycle import Alert, advance
 from gapwatch.core.alerts.rules import (
@@ -71,7 +71,7 @@ from gapwatch.core.alerts.rules import (
     OverdueCondition,
 )
 from gapwatch.core.topics import Stream, topic_name
-from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
+from gapwatch.kafka.clients import consumer, reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch.kafka.topics import ensure_topics
 from gapwatch_alerter.engine import Engine
@@ -754,15 +754,7 @@ async def cleanup(settings: list[KafkaSettings], dsn: str, schemas: list[str]) -
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     finally:
         await conn.close()
-    admin = admin_client(settings[0])
-    await admin.start()
-    try:
-        names = set(await admin.list_topics())
-        mine = [n for n in names if any(n.startswith(s.topic_prefix) for s in settings)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics(settings)
 
 
 # --- main -------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 from gapwatch.core.examples import EXAMPLES
+from gapwatch.kafka.clients import admin_client
+from gapwatch.kafka.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +30,26 @@ def kafka_bootstrap() -> str:
         if key.strip() == "GAPWATCH_KAFKA_BOOTSTRAP":
             return value.strip().strip('"')
     raise SystemExit("GAPWATCH_KAFKA_BOOTSTRAP missing from .run/infra.env")
+
+
+async def delete_topics(settings: list[KafkaSettings]) -> None:
+    """Delete the topics of these runs: their prefixed ones, and faust's internal topics named
+    after a prefixed topic (the scorer's repartition topic), so benches leave no topics behind."""
+    if not settings:
+        return
+    admin = admin_client(settings[0])
+    await admin.start()
+    try:
+        prefixes = [s.topic_prefix for s in settings]
+        mine = [
+            name
+            for name in await admin.list_topics()
+            if any(name.startswith(p) or f"-{p}" in name for p in prefixes)
+        ]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 def ticket_events(count: int, tag: str) -> list[dict[str, Any]]:

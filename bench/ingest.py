@@ -25,7 +25,7 @@ import httpx
 import orjson
 from aiokafka.partitioner import murmur2
 
-from bench.common import _proc_stats, encoded, kafka_bootstrap, ticket_events
+from bench.common import _proc_stats, delete_topics, encoded, kafka_bootstrap, ticket_events
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
@@ -310,6 +310,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+        asyncio.run(delete_topics([settings]))
     print(
         f"POST /v1/events, single events:             {single:10,.0f} events/s  "
         f"ratio {single / raw:.2f}  ({single_errors} non-202, {single_cpu * 1e6:.0f} us CPU/event)"

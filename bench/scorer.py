@@ -44,7 +44,7 @@ from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 from rocksdict import Rdict
 
-from bench.common import REPO, kafka_bootstrap
+from bench.common import REPO, delete_topics, kafka_bootstrap
 from gapwatch.config import load_policies
 from gapwatch.core.clock import ClockConfig
 from gapwatch.core.examples import EXAMPLES
@@ -590,84 +590,96 @@ def main() -> None:
         help="the latency phase sends the events due every this many ms (100: bursts of "
         "rate/10 events, as the bench sent them until 2026-11-23)",
     )
+    parser.add_argument(
+        "--keep-topics", action="store_true", help="leave the run's topics on the broker"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gapwatch-bench-"))
     print(f"broker {kafka_bootstrap()}, {args.partitions} partitions, work dir {work}")
-    phases = {args.only} if args.only else {"rate", "latency", "memory", "restart"}
-    rate = None
-    if "rate" in phases:
-        settings = fresh_settings(args.partitions)
-        asyncio.run(ensure_topics(settings))
-        docs = simulated(args.events, datetime(2026, 3, 2, tzinfo=UTC))
-        asyncio.run(produce(settings, docs))
-        raw = asyncio.run(raw_consume_rate(settings, len(docs)))
-        print(f"{len(docs)} simulated events")
-        print(f"raw aiokafka consume (getmany + json + dict): {raw:10,.0f} events/s")
-        floor = faust_floor_rate(settings, len(docs))
-        print(
-            f"faust agent doing nothing (take_events 500):   {floor:10,.0f} events/s  "
-            f"ratio {floor / raw:.3f}"
-        )
-        per_event = faust_floor_rate(settings, len(docs), "--per-event")
-        print(
-            f"faust agent doing nothing (per event):         {per_event:10,.0f} events/s  "
-            f"ratio {per_event / raw:.3f}"
-        )
-        rate = scorer_rate(settings, work, len(docs))
-        print(
-            f"scorer, one worker:                            {rate:10,.0f} events/s  "
-            f"ratio {rate / raw:.3f} (to the faust floor {rate / floor:.3f})"
-        )
-        lean, spent = asyncio.run(core_on_aiokafka_rate(settings, work, len(docs)))
-        print(
-            f"scorer's work on plain aiokafka (no faust):    {lean:10,.0f} events/s  "
-            f"ratio {lean / raw:.3f} (the scorer does {rate / lean:.3f} of it)"
-        )
-        print("  µs an event: " + ", ".join(f"{k} {v:.0f}" for k, v in spent.items()))
-
-    if "latency" in phases:
-        live = fresh_settings(args.partitions)
-        asyncio.run(ensure_topics(live))
-        events_per_second = args.latency_rate or max(20.0, (rate or 1000.0) / 2)
-        tick = args.latency_tick_ms / 1000
-        warmup = args.latency_warmup_seconds
-        delays, replies = asyncio.run(
-            latency(live, work, events_per_second, warmup + args.latency_seconds, tick)
-        )
-        print(
-            f"latency input append -> gap append at {events_per_second:,.0f} events/s "
-            f"(sent every {args.latency_tick_ms:g} ms), {replies} replies:"
-        )
-        for label, sample in (
-            (f"after the first {warmup:g} s", [d for at, d in delays if at >= warmup]),
-            (f"the worker's first {warmup:g} s", [d for at, d in delays if at < warmup]),
-        ):
-            print(f"  {label}: {percentiles(sample)}")
-
-    if "memory" in phases:
-        per_promise, core_rate = memory_per_open_promise(args.items)
-        print(
-            f"memory per open promise ({args.items:,} open tickets, core in-process): "
-            f"{per_promise:,.0f} bytes  (core applied {core_rate:,.0f} opens/s)"
-        )
-
-    if "restart" in phases:
-        restart = fresh_settings(args.partitions)
-        asyncio.run(ensure_topics(restart))
-        f = restart_time(restart, work, args.restart_items)
-        print(
-            f"restart with {args.restart_items:,} items in the table "
-            f"(written to its changelog in {f['write_changelog_s']:.0f} s):\n"
-            f"  cold start, recovery from the changelog + restore: {f['cold_s']:.1f} s "
-            f"({f['cold_items']:,.0f} items, restore {f['cold_restore_s']:.1f} s; worker RSS "
-            f"{f['rss_bytes'] / 2**20:,.0f} MiB)"
-        )
-        for name, what in (("dynamic", "dynamic membership"), ("static", "static membership")):
+    made: list[KafkaSettings] = []  # each phase's topics, deleted at the end
+    try:
+        phases = {args.only} if args.only else {"rate", "latency", "memory", "restart"}
+        rate = None
+        if "rate" in phases:
+            settings = fresh_settings(args.partitions)
+            made.append(settings)
+            asyncio.run(ensure_topics(settings))
+            docs = simulated(args.events, datetime(2026, 3, 2, tzinfo=UTC))
+            asyncio.run(produce(settings, docs))
+            raw = asyncio.run(raw_consume_rate(settings, len(docs)))
+            print(f"{len(docs)} simulated events")
+            print(f"raw aiokafka consume (getmany + json + dict): {raw:10,.0f} events/s")
+            floor = faust_floor_rate(settings, len(docs))
             print(
-                f"  after kill -9, local RocksDB, {what}: {f[name + '_s']:.1f} s from process "
-                f"start to every partition restored ({f[name + '_items']:,.0f} items, restore "
-                f"{f[name + '_restore_s']:.1f} s)"
+                f"faust agent doing nothing (take_events 500):   {floor:10,.0f} events/s  "
+                f"ratio {floor / raw:.3f}"
             )
+            per_event = faust_floor_rate(settings, len(docs), "--per-event")
+            print(
+                f"faust agent doing nothing (per event):         {per_event:10,.0f} events/s  "
+                f"ratio {per_event / raw:.3f}"
+            )
+            rate = scorer_rate(settings, work, len(docs))
+            print(
+                f"scorer, one worker:                            {rate:10,.0f} events/s  "
+                f"ratio {rate / raw:.3f} (to the faust floor {rate / floor:.3f})"
+            )
+            lean, spent = asyncio.run(core_on_aiokafka_rate(settings, work, len(docs)))
+            print(
+                f"scorer's work on plain aiokafka (no faust):    {lean:10,.0f} events/s  "
+                f"ratio {lean / raw:.3f} (the scorer does {rate / lean:.3f} of it)"
+            )
+            print("  µs an event: " + ", ".join(f"{k} {v:.0f}" for k, v in spent.items()))
+
+        if "latency" in phases:
+            live = fresh_settings(args.partitions)
+            made.append(live)
+            asyncio.run(ensure_topics(live))
+            events_per_second = args.latency_rate or max(20.0, (rate or 1000.0) / 2)
+            tick = args.latency_tick_ms / 1000
+            warmup = args.latency_warmup_seconds
+            delays, replies = asyncio.run(
+                latency(live, work, events_per_second, warmup + args.latency_seconds, tick)
+            )
+            print(
+                f"latency input append -> gap append at {events_per_second:,.0f} events/s "
+                f"(sent every {args.latency_tick_ms:g} ms), {replies} replies:"
+            )
+            for label, sample in (
+                (f"after the first {warmup:g} s", [d for at, d in delays if at >= warmup]),
+                (f"the worker's first {warmup:g} s", [d for at, d in delays if at < warmup]),
+            ):
+                print(f"  {label}: {percentiles(sample)}")
+
+        if "memory" in phases:
+            per_promise, core_rate = memory_per_open_promise(args.items)
+            print(
+                f"memory per open promise ({args.items:,} open tickets, core in-process): "
+                f"{per_promise:,.0f} bytes  (core applied {core_rate:,.0f} opens/s)"
+            )
+
+        if "restart" in phases:
+            restart = fresh_settings(args.partitions)
+            made.append(restart)
+            asyncio.run(ensure_topics(restart))
+            f = restart_time(restart, work, args.restart_items)
+            print(
+                f"restart with {args.restart_items:,} items in the table "
+                f"(written to its changelog in {f['write_changelog_s']:.0f} s):\n"
+                f"  cold start, recovery from the changelog + restore: {f['cold_s']:.1f} s "
+                f"({f['cold_items']:,.0f} items, restore {f['cold_restore_s']:.1f} s; worker RSS "
+                f"{f['rss_bytes'] / 2**20:,.0f} MiB)"
+            )
+            for name, what in (("dynamic", "dynamic membership"), ("static", "static membership")):
+                print(
+                    f"  after kill -9, local RocksDB, {what}: {f[name + '_s']:.1f} s from process "
+                    f"start to every partition restored ({f[name + '_items']:,.0f} items, restore "
+                    f"{f[name + '_restore_s']:.1f} s)"
+                )
+
+    finally:
+        if not args.keep_topics:
+            asyncio.run(delete_topics(made))
 
 
 if __name__ == "__main__":
