@@ -803,7 +803,12 @@ def main() -> None:
     teams = sorted({s["team"] for s in segments})
     records = snapshot(segments, args.partitions, now, seed=11)
     book = FiguresBook()
-    took, _ = timed(lambda: [book.update(orjson.loads(r)) for r in records])
+
+    def fill_book() -> None:
+        for record in records:
+            book.update(orjson.loads(record))
+
+    took, _ = timed(fill_book)
     print(
         f"book: {len(segments):,} segments ({len(teams)} teams x {len(REGIONS)} regions x "
         f"{len(PRIORITIES)} priorities), {len(records):,} records (first_response "

@@ -571,7 +571,7 @@ class Bench:
         await ensure_topics(self.raw, INPUT_STREAMS)
         docs = simulated(20_000, datetime.now(UTC))
         payloads = [orjson.dumps(d) for d in docs]
-        produced = await raw_producer_rate(self.raw, payloads, self.args.baseline_seconds)
+        produced, _ = await raw_producer_rate(self.raw, payloads, self.args.baseline_seconds)
         reader = consumer(self.raw)
         await reader.start()
         try:

@@ -58,7 +58,7 @@ def main() -> None:
                 [event] async for event in stream.events()
             )
         else:
-            batches = stream.take_events(500, within=0.05)
+            batches = stream.take_events(500, within=0.05)  # type: ignore[attr-defined]
         async for events in batches:
             if not started:
                 started = time.perf_counter()

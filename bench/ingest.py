@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import httpx
 import orjson
@@ -71,7 +72,7 @@ async def raw_batch_rate(settings: KafkaSettings, payloads: list[bytes], seconds
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:
             for chunk in range(0, len(payloads), 100):  # rounds of 100, like a request
-                batches = {}
+                batches: dict[int, Any] = {}
                 for i in range(chunk, min(chunk + 100, len(payloads))):
                     batch = batches.get(partition_of[i])
                     if batch is None:
@@ -149,8 +150,8 @@ def _client(
     per_body: int,
     seconds: float,
     concurrency: int,
-    out: multiprocessing.Queue,
-) -> None:  # type: ignore[type-arg]
+    out: multiprocessing.Queue[Any],
+) -> None:
     # A lean load generator: requests are encoded once, and each of `concurrency` keep-alive
     # connections writes one and reads its answer. An HTTP client library costs several times the
     # CPU per request, CPU that a 2-core machine would take from the service being measured.

@@ -501,7 +501,7 @@ async def changelog_topic(settings: KafkaSettings) -> str:
     ]
     if len(found) != 1:
         raise SystemExit(f"expected one items changelog topic, found {found}")
-    return found[0]
+    return str(found[0])
 
 
 def wait_restored(
