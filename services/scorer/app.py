@@ -61,7 +61,7 @@ SEEN_GAPS_LIMIT = 200_000
 RESTORE_YIELD_EVERY = 5000
 RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
-STALLED_SECONDS = 10.0
+STALLED_SECONDS = 30.0
 """An input partition short of its high watermark with nothing delivered this long is read."""
 STALL_CLOCK_RESET_SECONDS = 1.0
 """A batch held up this long restarts every partition's stall clock (see `read_stalled`)."""
@@ -349,6 +349,8 @@ class ScorerService:
         `STALLED_READ_MAX` records a tick. A partition faust is merely slow to deliver gets
         its records scored here first and again when delivered: the clocks ignore repeats.
         """
+        if self.scoring_turn.locked():
+            return  # a batch is under way (maybe held up by the broker): no stall to judge
         now = time.monotonic()
         for where, highwater in highwaters.items():
             position = self.positions.get(where, self.resume_at.get(where))
