@@ -365,7 +365,10 @@ class ScorerService:
                 end - 1,
                 now - since,
             )
+            rebalances = self.rebalances
             found = await self._read_range(*where, position, end)
+            if self.rebalances != rebalances:
+                return  # the partition may be another worker's now: its owner reads them
             self.metrics.undelivered.inc(len(found))
             self.delivered_at[where] = now
             if found:

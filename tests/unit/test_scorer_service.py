@@ -274,3 +274,15 @@ async def test_a_partition_stalled_short_of_its_end_is_read_directly(
     clock[0] += app_module.STALLED_SECONDS
     await service.read_stalled({(topic, 0): 6, (topic, 1): 4}, table)  # type: ignore[arg-type]
     assert sorted(reads[2:]) == [(0, 4, 6), (1, 2, 4)]
+
+    # A rebalance while the records are read: they are left to the partition's owner.
+    async def read_during_a_rebalance(
+        topic_: str, number: int, start: int, end: int
+    ) -> list[Event]:
+        service.rebalances += 1  # what the revoke signal does meanwhile
+        return await read_range(topic_, number, start, end)
+
+    service._read_range = read_during_a_rebalance  # type: ignore[method-assign,assignment]
+    clock[0] += app_module.STALLED_SECONDS
+    await service.read_stalled({(topic, 0): 8}, table)  # type: ignore[arg-type]
+    assert reads[-1] == (0, 6, 8) and "T-0-6" not in table
