@@ -4,15 +4,17 @@ Two stages, so that aggregates stay right with several workers:
 
 1. `clocks` consumes the co-partitioned input topics (keyed by item id). Each partition has one
    `Scoring` engine (clocks only); its item clocks are saved in the `items` table (RocksDB,
-   changelogged), written once per item per batch. Gap events go to `gapwatch.gaps.v1`, keyed by
-   item id; bad input goes to the dead-letter topic with the original bytes.
+   changelogged), written once per item per batch by the scorer itself (`item_store`). Gap
+   events go to `gapwatch.gaps.v1`, keyed by item id; bad input goes to the dead-letter topic
+   with the original bytes.
 2. `windows` consumes the gap events re-keyed by segment (a faust repartition topic), so each
    segment has exactly one owner; it keeps `RollingWindows` per partition, exports Prometheus
    figures, and publishes window snapshots on `gapwatch.scores.v1`.
 
 Batches: the input stage takes up to `scorer_batch_events` events at a time, produces all their
 gap events with one awaited gather (acks before the offsets can commit: at-least-once, and
-re-emitted gap events keep their ids), then writes each touched item once.
+re-emitted gap events keep their ids), then saves each touched item once: its changelog
+records, acks awaited, then its partition's RocksDB.
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ import asyncio
 import gc
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -32,7 +32,6 @@ import faust
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from faust.streams import _current_event
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
@@ -53,6 +52,7 @@ from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
+from gapwatch_scorer.item_store import ItemStore, TableItemStore, item_key
 from gapwatch_scorer.metrics import ScorerMetrics
 from gapwatch_scorer.settings import ScorerSettings
 
@@ -90,20 +90,6 @@ WINDOW_FIGURES = (
 )
 CSAT_BY_GAP_WINDOWS = ("24h", "7d")
 """Windows whose CSAT-by-gap-bucket figures become metrics (bounded: 2 x 6 buckets x 2 stats)."""
-
-
-@contextmanager
-def event_context(event: EventT) -> Iterator[None]:
-    """Make `event` the current event, so a table write goes to its partition's store.
-
-    faust resolves a table's partition from the current event; inside a batch taken with
-    `take_events` that is not the event being written, so it is set explicitly here.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def dead_letter(reason: str, detail: str, event: EventT, service: str = "scorer") -> bytes:
@@ -204,6 +190,9 @@ class ScorerService:
         self.delivered_at: dict[tuple[str, int], float] = {}
         # One batch at a time: the agent's, or the stalled-partition reader's (`read_stalled`).
         self.scoring_turn = asyncio.Lock()
+        # Held while a batch's saves are on their way to the changelog: a revocation waits for
+        # it, so the partition's next owner recovers them (see `save`).
+        self.saving = asyncio.Lock()
 
     async def start(self) -> None:
         if self.producer is None:
@@ -227,6 +216,24 @@ class ScorerService:
         acks = [await self.producer.send(t, v, key=k) for t, k, v in records]
         await asyncio.gather(*acks)
 
+    async def send_changelog(
+        self, topic: str, entries: dict[int, list[tuple[bytes, bytes]]]
+    ) -> dict[int, int]:
+        """Send (key, value) records to these partitions of `topic`; wait for every
+        acknowledgement; return the newest offset written to each partition."""
+        await self.start()
+        assert self.producer is not None
+        acks = [
+            (number, await self.producer.send(topic, value, key=key, partition=number))
+            for number, records in entries.items()
+            for key, value in records
+        ]
+        newest: dict[int, int] = {}
+        for number, ack in acks:
+            offset = (await ack).offset
+            newest[number] = max(newest.get(number, -1), offset)
+        return newest
+
     # --- stage 1: clocks -------------------------------------------------------------------
 
     def partition(self, number: int) -> PartitionClocks:
@@ -241,11 +248,11 @@ class ScorerService:
         self.metrics.gap_events.labels(gap.data.outcome.value).inc()
         return (self.gaps_topic, gap.key, gap.model_dump_json(exclude_none=True).encode())
 
-    async def handle_inputs(self, events: Sequence[EventT], items: faust.Table) -> None:
+    async def handle_inputs(self, events: Sequence[EventT], items: ItemStore) -> None:
         async with self.scoring_turn:
             await self._handle_inputs(events, items)
 
-    async def _handle_inputs(self, events: Sequence[EventT], items: faust.Table) -> None:
+    async def _handle_inputs(self, events: Sequence[EventT], items: ItemStore) -> None:
         began = time.monotonic()
         records: list[tuple[str, bytes, bytes]] = []
         touched: dict[str, tuple[EventT, ItemClock]] = {}
@@ -280,17 +287,39 @@ class ScorerService:
             for number, part in owners.items()
             if number in self.revoked_inputs or self.clocks.get(number) is not part
         }
-        for item_id, (event, clock) in touched.items():
-            if event.message.partition in gone:
-                continue
-            with event_context(event):
-                items[item_id] = clock.to_bytes()
+        await self.save(
+            [
+                (event.message.partition, item_id, clock)
+                for item_id, (event, clock) in touched.items()
+                if event.message.partition not in gone
+            ],
+            items,
+        )
         if gone:
             log.info("input partitions %s revoked during a batch: their writes left", sorted(gone))
         for event in events:
             appended = event.message.timestamp
             if appended:
                 self.metrics.latency.observe(max(0.0, now - appended))
+
+    async def save(self, touched: Sequence[tuple[int, str, ItemClock]], items: ItemStore) -> None:
+        """Save each (input partition, item id, clock): to the items changelog, acks awaited,
+        then to the partition's local store (`TableItemStore`).
+
+        The acks come before the batch's offsets can commit, so an acknowledged input event's
+        state is never behind its offset. A revocation waits for a save under way (`saving`):
+        its records are on the changelog before the partition's next owner recovers from it.
+        """
+        if not touched:
+            return
+        entries: dict[int, list[tuple[bytes, bytes]]] = {}
+        for number, item_id, clock in touched:
+            entries.setdefault(number, []).append((item_key(item_id), clock.to_bytes()))
+        async with self.saving:
+            newest = await self.send_changelog(items.changelog_topic, entries)
+            let_go = [n for n, saved in entries.items() if not items.write(n, saved, newest[n])]
+        if let_go:
+            log.info("partitions %s were let go during a save: their changelog has it", let_go)
 
     async def with_undelivered(self, events: Sequence[EventT]) -> list[EventT]:
         """These events, each preceded by the input records before it that faust never delivered.
@@ -337,9 +366,7 @@ class ScorerService:
             out.append(event)
         return out
 
-    async def read_stalled(
-        self, highwaters: dict[tuple[str, int], int], items: faust.Table
-    ) -> None:
+    async def read_stalled(self, highwaters: dict[tuple[str, int], int], items: ItemStore) -> None:
         """Read directly what faust left undelivered at the end of a partition, and score it.
 
         `with_undelivered` finds a skipped record when a later one is delivered; one at the end
@@ -436,7 +463,7 @@ class ScorerService:
     def _score(
         self,
         event: EventT,
-        items: faust.Table,
+        items: ItemStore,
         records: list[tuple[str, bytes, bytes]],
         touched: dict[str, tuple[EventT, ItemClock]],
     ) -> None:
@@ -454,8 +481,7 @@ class ScorerService:
             return
         scoring = part.scoring
         if decoded.subject not in scoring.items:
-            with event_context(event):
-                saved = items.get(decoded.subject)
+            saved = items.get(message.partition, item_key(decoded.subject))
             if saved is not None:
                 implied: list[GapEvent] = []  # by changed policies: see `ItemClock.from_bytes`
                 try:
@@ -494,6 +520,15 @@ class ScorerService:
         record = dead_letter(reason, detail, event, service)
         return (self.deadletter_topic, event.message.key or b"", record)
 
+    async def revoke_inputs(self, revoked: set[int]) -> None:
+        """A rebalance began, revoking these input partitions: a batch under way leaves their
+        writes (`_handle_inputs`), and a save under way reaches the changelog first, so that
+        the partitions' next owner recovers it (`save`)."""
+        self.revoked_inputs |= revoked
+        self.rebalances += 1
+        async with self.saving:
+            pass
+
     def reassign_inputs(self, assigned: set[int]) -> None:
         """After a rebalance: drop the clocks of input partitions that went to another worker.
 
@@ -511,7 +546,7 @@ class ScorerService:
                 del held[where]
         self.revoked_inputs.clear()
 
-    async def load_assigned(self, assigned: set[int], items: faust.Table) -> None:
+    async def load_assigned(self, assigned: set[int], items: ItemStore) -> None:
         """Hold exactly the assigned partitions; restore every saved item of a new one.
 
         Restored clocks bring their timers back, so an item that gets no further event still
@@ -554,7 +589,7 @@ class ScorerService:
             gc.freeze()
 
     async def _restore_partition(
-        self, number: int, items: faust.Table, rebalances: int
+        self, number: int, items: ItemStore, rebalances: int
     ) -> int | None:
         scoring = self.partition(number).scoring
         config = self.config.clock
@@ -564,7 +599,7 @@ class ScorerService:
         # re-folds a clock saved under other policies): see `_adopt_restored`.
         implied: list[GapEvent] = []
         published = 0
-        for key, value in _saved_items(items.data, number):
+        for key, value in items.saved(number):
             try:
                 item_id = orjson.loads(key)
                 if item_id in scoring.items:
@@ -868,17 +903,6 @@ def _report_unreadable(scoring: Scoring) -> None:
     scoring.unreadable.clear()
 
 
-def _saved_items(store: Any, number: int) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) bytes of one partition of a faust RocksDB table, undecoded.
-
-    faust's own iteration covers every partition and decodes each value with its JSON codec;
-    a restore needs one partition and parses the value itself (`ItemClock.restore`). Keys are
-    the item ids as faust's JSON codec wrote them.
-    """
-    db = store._db_for_partition(number)
-    yield from store._visible_items(db)
-
-
 def _segment_key(segment: tuple[tuple[str, str], ...]) -> bytes:
     return "|".join(f"{k}={v}" for k, v in segment).encode()
 
@@ -941,7 +965,8 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     # Keys are item ids, values the clocks' saved form (`ItemClock.to_bytes`, JSON). Raw bytes:
     # each log entry is kept encoded, so a save joins bytes instead of encoding the log again
     # (values written by the earlier JSON codec are the same bytes and read back the same).
-    items = app.Table("items", key_type=str, value_type=bytes, partitions=settings.kafka_partitions)
+    table = app.Table("items", key_type=str, value_type=bytes, partitions=settings.kafka_partitions)
+    items = TableItemStore(table)  # written in batches beside faust's per-key path
     batch = settings.scorer_batch_events
     wait = settings.scorer_batch_wait_seconds
 
@@ -1010,8 +1035,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         for tp in revoked:
             if tp.topic.endswith("-repartition"):
                 service.forget_windows(tp.partition)
-        service.revoked_inputs |= {tp.partition for tp in revoked if tp.topic in input_topics}
-        service.rebalances += 1
+        await service.revoke_inputs({tp.partition for tp in revoked if tp.topic in input_topics})
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_: Any, assigned: set[Any], **_: Any) -> None:

@@ -84,3 +84,55 @@ def bulk_load(kafka: KafkaSettings, path: Path) -> None:
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+FAUST_OFFSET_KEY = b"__faust\0offset__"  # where faust keeps a partition's persisted offset
+
+
+async def saved_items_and_changelog(
+    kafka: KafkaSettings, work: Path, name: str
+) -> tuple[
+    dict[int, tuple[dict[bytes, bytes], int | None]], dict[int, tuple[dict[bytes, bytes], int]]
+]:
+    """A stopped worker's local item store, and the items changelog, per partition.
+
+    Local: (key → value, persisted offset) from each partition's RocksDB. Changelog: (key → its
+    newest value, newest offset) per partition.
+    """
+    from aiokafka import TopicPartition
+    from rocksdict import Options, Rdict
+
+    from gapwatch.kafka.clients import consumer
+    from gapwatch_scorer.settings import ScorerSettings
+
+    local: dict[int, tuple[dict[bytes, bytes], int | None]] = {}
+    for path in sorted((work / f"state-{name}" / "v1" / "tables").glob("items-*.db")):
+        db = Rdict(str(path), options=Options(raw_mode=True))
+        try:
+            saved = dict(db.items())
+        finally:
+            db.close()
+        offset = saved.pop(FAUST_OFFSET_KEY, None)
+        local[int(path.stem.split("-")[1])] = (saved, None if offset is None else int(offset))
+    topic = f"{kafka.topic_prefix}{ScorerSettings().scorer_app_id}-items-changelog"
+    reader = consumer(kafka, enable_auto_commit=False)
+    await reader.start()
+    logged: dict[int, tuple[dict[bytes, bytes], int]] = {}
+    try:
+        parts = [TopicPartition(topic, p) for p in range(kafka.kafka_partitions)]
+        reader.assign(parts)
+        await reader.seek_to_beginning(*parts)
+        ends = await reader.end_offsets(parts)
+        left = {tp for tp in parts if ends[tp] > 0}
+        while left:
+            for tp, records in (await reader.getmany(*left, timeout_ms=1000)).items():
+                values, _ = logged.get(tp.partition, ({}, -1))
+                for record in records:
+                    assert record.key is not None and record.value is not None
+                    values[record.key] = record.value
+                    logged[tp.partition] = (values, record.offset)
+                    if record.offset + 1 >= ends[tp]:
+                        left.discard(tp)
+    finally:
+        await reader.stop()
+    return local, logged

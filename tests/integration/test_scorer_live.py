@@ -25,7 +25,12 @@ from gapwatch.kafka.clients import reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch.simulation import Scenario, Simulator
 from tests.integration.conftest import REPO, end_offsets, read_topic, stop_process
-from tests.integration.scorer_support import bulk_load, flush_events, start_scorer
+from tests.integration.scorer_support import (
+    bulk_load,
+    flush_events,
+    saved_items_and_changelog,
+    start_scorer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -262,6 +267,14 @@ async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: P
         want_windows = {k: v for k, v in replay_windows(want).items() if k[2] == "7d"}
         assert seven_day(await wait_for_windows(kafka, want_windows)) == seven_day(want_windows)
         assert "rebuilt windows of segment partition" in scorer.log()
+        # The saved clocks: the killed worker's acknowledged saves were recovered from the
+        # changelog, and each partition's store holds the newest value of every key on it,
+        # with the changelog's newest offset as its persisted offset (a restart reads nothing).
+        stop_process(scorer.process)
+        local, logged = await saved_items_and_changelog(kafka, tmp_path, "k")
+        assert len(logged) == kafka.kafka_partitions
+        for number, (values, newest) in logged.items():
+            assert local[number] == (values, newest), number
     finally:
         stop_process(scorer.process)
 

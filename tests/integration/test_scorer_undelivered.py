@@ -21,6 +21,7 @@ from gapwatch.kafka.clients import consumer, reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch_scorer.app import ScorerService
 from gapwatch_scorer.settings import ScorerSettings
+from tests.scorer_stand_ins import MemoryItemStore, acknowledge_changelog_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,7 @@ async def test_a_hole_in_delivery_is_read_from_the_broker_and_scored(kafka: Kafk
         topic_prefix=kafka.topic_prefix,
     )
     service = ScorerService(settings, CollectorRegistry())
+    acknowledge_changelog_at_once(service)
 
     found = await service._read_range(tickets, 0, 3, 7)
     assert [e.message.offset for e in found] == [3, 4, 5, 6]
@@ -79,11 +81,11 @@ async def test_a_hole_in_delivery_is_read_from_the_broker_and_scored(kafka: Kafk
         return dict.fromkeys(wanted, 2)
 
     service.committed = committed  # type: ignore[method-assign]
-    table: dict[str, Any] = {}
+    table = MemoryItemStore()
     delivered = [
         e for e in await service._read_range(tickets, 0, 2, 8) if e.message.offset in (2, 7)
     ]
     await service.handle_inputs(delivered, table)  # type: ignore[arg-type]
-    assert set(table) == {f"T-H{n}" for n in range(2, 8)}
+    assert set(table.by_id) == {f"T-H{n}" for n in range(2, 8)}
     assert service.metrics.undelivered._value.get() == 4
     await service.stop()

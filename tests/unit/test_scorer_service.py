@@ -3,11 +3,11 @@ stand-in that lets a rebalance happen while the batch's acks are awaited)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -17,6 +17,7 @@ from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch_scorer.app import ScorerService
 from gapwatch_scorer.settings import ScorerSettings
+from tests.scorer_stand_ins import MemoryItemStore, acknowledge_changelog_at_once
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,7 @@ def offline_service() -> tuple[ScorerService, list[tuple[str, bytes, bytes]]]:
     produces is collected, and nothing was committed (delivery starts at offset 0)."""
     settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
     service = ScorerService(settings, CollectorRegistry())
+    acknowledge_changelog_at_once(service)
     produced: list[tuple[str, bytes, bytes]] = []
 
     async def produce(records: Sequence[tuple[str, bytes, bytes]]) -> None:
@@ -86,9 +88,9 @@ async def test_items_of_a_partition_revoked_during_a_batch_are_not_written(
             service.reassign_inputs({0})
 
     service.produce = produce  # type: ignore[method-assign]
-    table: dict[str, Any] = {}
+    table = MemoryItemStore()
     await service.handle_inputs([opened("A", 0), opened("B", 1)], table)  # type: ignore[arg-type]
-    assert set(table) == written
+    assert set(table.by_id) == written
     assert not [r for r in produced if r[0].endswith("deadletter.v1")], produced
     # Scoring itself happened either way; only the state writes of the lost partition are left
     # for its next owner, which reads the batch's events again.
@@ -104,6 +106,7 @@ def opened_at(item: str, partition: int, offset: int) -> Event:
 async def test_records_the_consumer_skipped_are_read_directly_and_scored():
     settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
     service = ScorerService(settings, CollectorRegistry())
+    acknowledge_changelog_at_once(service)
     topic = topic_name(Stream.TICKETS, "")
     log = {offset: opened_at(f"T-{offset}", 0, offset) for offset in range(20)}
     reads: list[tuple[int, int]] = []
@@ -123,7 +126,7 @@ async def test_records_the_consumer_skipped_are_read_directly_and_scored():
         return dict.fromkeys(wanted, 2)  # delivery resumes at offset 2
 
     service.committed = committed  # type: ignore[method-assign]
-    table: dict[str, Any] = {}
+    table = MemoryItemStore()
 
     async def batch(*offsets: int) -> None:
         await service.handle_inputs([log[o] for o in offsets], table)  # type: ignore[misc]
@@ -133,13 +136,14 @@ async def test_records_the_consumer_skipped_are_read_directly_and_scored():
     await batch(12)  # 9 to 11 skipped between batches
     await batch(12, 13)  # 12 delivered twice: nothing to read
     assert reads == [(5, 7), (9, 12)]
-    assert set(table) == {f"T-{o}" for o in range(2, 14)}
+    assert set(table.by_id) == {f"T-{o}" for o in range(2, 14)}
     assert service.metrics.undelivered._value.get() == 5
 
 
 async def test_a_partition_first_delivered_past_its_committed_offset_is_read_from_there():
     settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
     service = ScorerService(settings, CollectorRegistry())
+    acknowledge_changelog_at_once(service)
     reads: list[tuple[int, int]] = []
 
     async def read_range(topic_: str, number: int, start: int, end: int) -> list[Event]:
@@ -156,10 +160,10 @@ async def test_a_partition_first_delivered_past_its_committed_offset_is_read_fro
         return dict.fromkeys(wanted)  # never committed: delivery starts at 0
 
     service.committed = committed  # type: ignore[method-assign]
-    table: dict[str, Any] = {}
+    table = MemoryItemStore()
     await service.handle_inputs([opened_at("T-2", 1, 2)], table)  # type: ignore[list-item]
     assert reads == [(0, 2)]
-    assert set(table) == {"T-0", "T-1", "T-2"}
+    assert set(table.by_id) == {"T-0", "T-1", "T-2"}
 
 
 async def test_an_event_of_an_item_whose_saved_state_is_unreadable_is_dead_lettered_as_such():
@@ -168,9 +172,9 @@ async def test_an_event_of_an_item_whose_saved_state_is_unreadable_is_dead_lette
     from gapwatch.core.clock import ItemClock
 
     service, produced = offline_service()
-    table: dict[str, Any] = {}
+    table = MemoryItemStore()
     await service.handle_inputs([opened_at("T-1", 0, 0)], table)  # type: ignore[list-item]
-    original = table["T-1"]
+    original = table.by_id["T-1"]
     saved = original.replace(b'"log":[', b'"log":[[1],', 1)
     service, produced = offline_service()
     scoring = service.partition(0).scoring
@@ -184,7 +188,7 @@ async def test_an_event_of_an_item_whose_saved_state_is_unreadable_is_dead_lette
     letters = [orjson.loads(v) for t, _, v in produced if t.endswith("deadletter.v1")]
     assert [(d["reason"], d["offset"]) for d in letters] == [("state_unreadable", 0)]
     assert "T-1" in letters[0]["detail"]
-    assert scoring.items["T-1"].resting and table["T-1"] == original  # no blank clock saved
+    assert scoring.items["T-1"].resting and table.by_id["T-1"] == original  # no blank clock saved
     assert service.metrics.dead_letters.labels("state_unreadable")._value.get() == 1
 
 
@@ -209,12 +213,12 @@ async def test_resume_points_read_at_the_assignment_serve_each_partitions_first_
     service.reassign_inputs({0, 1})
     await service.note_resume_points(both)
     assert asked == [both]
-    table: dict[str, Any] = {}
+    table = MemoryItemStore()
     batch = [opened_at("T-0-3", 0, 3), opened_at("T-1-5", 1, 5)]
     await service.handle_inputs(batch, table)  # type: ignore[arg-type]
     assert asked == [both]  # the first batch did not ask again
     assert reads == [(1, 3, 5)]  # partition 1 was first delivered past its resume point
-    assert set(table) == {"T-0-3", "T-1-3", "T-1-4", "T-1-5"}
+    assert set(table.by_id) == {"T-0-3", "T-1-3", "T-1-4", "T-1-5"}
     # Partition 1 revoked and given straight back: its resume point is read again, and only its.
     service.revoked_inputs.add(1)
     service.reassign_inputs({0, 1})
@@ -240,7 +244,7 @@ async def test_a_partition_stalled_short_of_its_end_is_read_directly(
     service._read_range = read_range  # type: ignore[method-assign,assignment]
     clock = [1000.0]
     monkeypatch.setattr(app_module.time, "monotonic", lambda: clock[0])
-    table: dict[str, Any] = {}
+    table = MemoryItemStore()
     await service.handle_inputs([opened_at("T-0-0", 0, 0)], table)  # type: ignore[list-item]
     ends = {(topic, 0): 3, (topic, 1): 2}  # partition 1: assigned, never delivered, at 0
     service.resume_at[topic, 1] = 0
@@ -254,7 +258,7 @@ async def test_a_partition_stalled_short_of_its_end_is_read_directly(
     assert reads == []
     await service.read_stalled(ends, table)  # type: ignore[arg-type]
     assert sorted(reads) == [(0, 1, 3), (1, 0, 2)]
-    assert set(table) == {"T-0-0", "T-0-1", "T-0-2", "T-1-0", "T-1-1"}
+    assert set(table.by_id) == {"T-0-0", "T-0-1", "T-0-2", "T-1-0", "T-1-1"}
     clock[0] += app_module.STALLED_SECONDS
     await service.read_stalled(ends, table)  # type: ignore[arg-type]
     assert len(reads) == 2  # at their ends now: nothing more to read
@@ -285,4 +289,51 @@ async def test_a_partition_stalled_short_of_its_end_is_read_directly(
     service._read_range = read_during_a_rebalance  # type: ignore[method-assign,assignment]
     clock[0] += app_module.STALLED_SECONDS
     await service.read_stalled({(topic, 0): 8}, table)  # type: ignore[arg-type]
-    assert reads[-1] == (0, 6, 8) and "T-0-6" not in table
+    assert reads[-1] == (0, 6, 8) and "T-0-6" not in table.by_id
+
+
+@pytest.mark.parametrize("item", ["T-1", "Tö-ü 1", 'with "quotes"', "日本-7", "tab\there"])
+def test_item_keys_are_the_bytes_fausts_table_codecs_write(item: str):
+    """The scorer writes its items table's keys and values itself (`TableItemStore`): they must
+    be the bytes faust's own table codecs write and read, or a restore would miss them."""
+    import faust
+
+    from gapwatch_scorer.item_store import item_key
+
+    app = faust.App("codec-check", store="memory://")
+    table = app.Table("items", key_type=str, value_type=bytes, partitions=6)
+    assert item_key(item) == app.serializers.dumps_key(str, item, serializer=table.key_serializer)
+    assert app.serializers.loads_key(str, item_key(item), serializer=table.key_serializer) == item
+    value = b'{"v":1}'
+    assert app.serializers.dumps_value(bytes, value, serializer=table.value_serializer) == value
+
+
+async def test_a_revocation_waits_for_a_save_under_way():
+    """A revocation returns (and the rebalance goes on) only once a save under way has its
+    changelog acks: the partition's next owner recovers from the changelog."""
+    service, _ = offline_service()
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def send_changelog(
+        topic: str, entries: dict[int, list[tuple[bytes, bytes]]]
+    ) -> dict[int, int]:
+        await release.wait()
+        order.append("acked")
+        return dict.fromkeys(entries, 0)
+
+    service.send_changelog = send_changelog  # type: ignore[method-assign]
+    table = MemoryItemStore()
+    batch = asyncio.create_task(service.handle_inputs([opened("A", 0)], table))  # type: ignore[list-item]
+
+    async def revocation() -> None:
+        await service.revoke_inputs({0})
+        order.append("revoked")
+
+    await asyncio.sleep(0.01)
+    revoked = asyncio.create_task(revocation())
+    await asyncio.sleep(0.01)
+    assert order == [] and not revoked.done()
+    release.set()
+    await asyncio.gather(batch, revoked)
+    assert order == ["acked", "revoked"] and set(table.by_id) == {"A"}
