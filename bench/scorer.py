@@ -140,7 +140,8 @@ async def core_on_aiokafka_rate(
 
     The ceiling of a leaner input path: batches from `getmany`, each event decoded and scored
     by its partition's engine (the scorer's own `ScorerService` configuration and gap-event
-    encoding), the gap events produced and their acks awaited per batch, then each touched
+    encoding), the gap events produced (on the gaps and segment topics, as the scorer does)
+    and their acks awaited per batch, then each touched
     item saved once: `to_bytes`, a local RocksDB put and a changelog record, as the items
     table does. No windows stage, no group rebalances, no offset commits. Run after the
     scorer: its gap events go to the same gaps topic.
@@ -186,7 +187,8 @@ async def core_on_aiokafka_rate(
                         gaps = scoring.process_and_tick(decoded)
                     except (EventRejected, ValueError):
                         continue  # the scorer would dead-letter it; the bench's input is valid
-                    records.extend(service.gap_record(g) for g in gaps)
+                    for gap in gaps:
+                        records.extend(service.gap_records(gap))
                     touched[decoded.subject] = (tp.partition, scoring.items[decoded.subject])
             scored = time.perf_counter()
             acks = [await producer.send(t, v, key=k) for t, k, v in records]

@@ -4,12 +4,14 @@ Two stages, so that aggregates stay right with several workers:
 
 1. `clocks` consumes the co-partitioned input topics (keyed by item id). Each partition has one
    `Scoring` engine (clocks only); its item clocks are saved in the `items` table (RocksDB,
-   changelogged), written once per item per batch by the scorer itself (`item_store`). Gap
-   events go to `gapwatch.gaps.v1`, keyed by item id; bad input goes to the dead-letter topic
-   with the original bytes.
-2. `windows` consumes the gap events re-keyed by segment (a faust repartition topic), so each
-   segment has exactly one owner; it keeps `RollingWindows` per partition, exports Prometheus
-   figures, and publishes window snapshots on `gapwatch.scores.v1`.
+   changelogged), written once per item per batch by the scorer itself (`item_store`). Each
+   gap event goes to `gapwatch.gaps.v1`, keyed by item id, and to the segment topic, keyed by
+   its segment; bad input goes to the dead-letter topic with the original bytes.
+2. `windows` consumes the segment topic, so each segment has exactly one owner; it keeps
+   `RollingWindows` per partition, exports Prometheus figures, and publishes window snapshots
+   on `gapwatch.scores.v1`. (It used to consume `gapwatch.gaps.v1` through faust's `group_by`,
+   which delivered every gap event through faust twice and starved the windows behind a
+   backlog of input: see `segment_topic_name`.)
 
 Batches: the input stage takes up to `scorer_batch_events` events at a time, produces all their
 gap events with one awaited gather (acks before the offsets can commit: at-least-once, and
@@ -68,7 +70,6 @@ STALL_CLOCK_RESET_SECONDS = 1.0
 STALLED_READ_MAX = 1000
 """Most records read directly from one stalled partition per tick (a slow partition's records
 are scored twice: here, and when faust delivers them)."""
-UNREADABLE_GAP_KEY = b"\x00unreadable"
 """Segment key of a gaps-topic record that is not a gap event, on its way to a dead letter."""
 WINDOW_FIGURES = (
     "attainment",
@@ -169,6 +170,7 @@ class ScorerService:
         prefix = settings.topic_prefix
         self.group_id = prefix + settings.scorer_app_id  # faust's consumer group is its app id
         self.gaps_topic = topic_name(Stream.GAPS, prefix)
+        self.segment_topic = segment_topic_name(prefix)
         self.scores_topic = topic_name(Stream.SCORES, prefix)
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
@@ -244,9 +246,13 @@ class ScorerService:
             )
         return clocks
 
-    def gap_record(self, gap: GapEvent) -> tuple[str, bytes, bytes]:
+    def gap_records(self, gap: GapEvent) -> tuple[tuple[str, bytes, bytes], ...]:
+        """A gap event's two records: on the gaps topic keyed by item id (for everyone), and on
+        the segment topic keyed by its segment (the windows stage's input)."""
         self.metrics.gap_events.labels(gap.data.outcome.value).inc()
-        return (self.gaps_topic, gap.key, gap.model_dump_json(exclude_none=True).encode())
+        value = gap.model_dump_json(exclude_none=True).encode()
+        segment = _segment_key(self.keyer.key(gap.data.segment))
+        return ((self.gaps_topic, gap.key, value), (self.segment_topic, segment, value))
 
     async def handle_inputs(self, events: Sequence[EventT], items: ItemStore) -> None:
         async with self.scoring_turn:
@@ -491,7 +497,8 @@ class ScorerService:
                     records.append(self._dead("state_unreadable", str(exc), event))
                     return
                 scoring.adopt(clock)
-                records.extend(self.gap_record(g) for g in implied)
+                for gap in implied:
+                    records.extend(self.gap_records(gap))
         try:
             gaps = scoring.process_and_tick(decoded)
         except (LateEvent, ItemLogFull, SavedStateError) as exc:
@@ -502,7 +509,8 @@ class ScorerService:
         if scoring.stream_watermarks.get(decoded.stream) == decoded.data.occurred_at:
             part.wall_at_watermark[decoded.stream] = time.time()
         self.metrics.events.labels(decoded.stream.value).inc()
-        records.extend(self.gap_record(g) for g in gaps)
+        for gap in gaps:
+            records.extend(self.gap_records(gap))
         touched[decoded.subject] = (event, scoring.items[decoded.subject])
 
     def _dead(
@@ -637,7 +645,7 @@ class ScorerService:
         A crash before the acks restores and re-folds them again. A clock an event loaded
         meanwhile is newer than the restored one, and is kept.
         """
-        await self.produce([self.gap_record(g) for g in implied])
+        await self.produce([r for gap in implied for r in self.gap_records(gap)])
         return scoring.adopt_many(clock for clock in batch if clock.item_id not in scoring.items)
 
     async def tick(self) -> None:
@@ -647,7 +655,8 @@ class ScorerService:
         records = []
         for number, part in list(self.clocks.items()):
             if number not in self.loading:
-                records.extend(self.gap_record(g) for g in part.tick())
+                for gap in part.tick():
+                    records.extend(self.gap_records(gap))
                 _report_unreadable(part.scoring)
         await self.produce(records)
 
@@ -903,6 +912,15 @@ def _report_unreadable(scoring: Scoring) -> None:
     scoring.unreadable.clear()
 
 
+def segment_topic_name(prefix: str) -> str:
+    """The topic of the gap events keyed by segment: the windows stage's input, one owner per
+    segment. The clocks stage writes it beside the gaps topic. The name is the one faust's
+    `group_by` gave it when the windows stage re-keyed the gaps topic itself (until 2026-11-24),
+    so the windows' 7-day history carries over."""
+    gaps = topic_name(Stream.GAPS, prefix)
+    return f"gapwatch_scorer.app.windows-{gaps}-gaps-by-segment-repartition"
+
+
 def _segment_key(segment: tuple[tuple[str, str], ...]) -> bytes:
     return "|".join(f"{k}={v}" for k, v in segment).encode()
 
@@ -961,7 +979,10 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         "value_serializer": "raw",
     }
     inputs = app.topic(*(topic_name(s, prefix) for s in INPUT_STREAMS), **raw)
-    gaps = app.topic(topic_name(Stream.GAPS, prefix), **raw)
+    # Created by the worker (internal), with the input topics' partition count.
+    segments = app.topic(
+        service.segment_topic, internal=True, partitions=settings.kafka_partitions, **raw
+    )
     # Keys are item ids, values the clocks' saved form (`ItemClock.to_bytes`, JSON). Raw bytes:
     # each log entry is kept encoded, so a save joins bytes instead of encoding the log again
     # (values written by the earlier JSON codec are the same bytes and read back the same).
@@ -975,19 +996,9 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         async for events in stream.take_events(batch, within=wait):
             await service.handle_inputs(events, items)
 
-    def by_segment(value: bytes) -> bytes:
-        # A record with no readable segment goes on under a key of its own, to be
-        # dead-lettered by `handle_gaps`: faust would log and drop it if this raised.
-        try:
-            segment = orjson.loads(value)["data"]["segment"]
-            return _segment_key(service.keyer.key(segment))
-        except (orjson.JSONDecodeError, LookupError, TypeError, AttributeError, ValueError):
-            return UNREADABLE_GAP_KEY
-
-    @app.agent(gaps)
+    @app.agent(segments)
     async def windows(stream: faust.StreamT[bytes]) -> None:
-        regrouped = stream.group_by(by_segment, name="gaps-by-segment")
-        async for events in regrouped.take_events(batch, within=wait):
+        async for events in stream.take_events(batch, within=wait):
             await service.handle_gaps(events)
 
     tickets_topic = topic_name(Stream.TICKETS, prefix)
@@ -1033,7 +1044,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         # an input partition that comes back is restored from the store, not from memory that
         # another worker's events may have overtaken in the meantime.
         for tp in revoked:
-            if tp.topic.endswith("-repartition"):
+            if tp.topic == service.segment_topic:
                 service.forget_windows(tp.partition)
         await service.revoke_inputs({tp.partition for tp in revoked if tp.topic in input_topics})
 

@@ -15,6 +15,7 @@ from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
+from gapwatch_scorer.app import segment_topic_name
 from tests.integration.conftest import read_topic, stop_process
 from tests.integration.scorer_support import start_scorer
 
@@ -71,8 +72,9 @@ async def test_bad_records_are_dead_lettered_with_reason_and_bytes(
 async def test_bad_gap_records_are_dead_lettered_and_the_windows_go_on(
     kafka: KafkaSettings, tmp_path: Path
 ):
-    """`gapwatch.gaps.v1` is an open topic too: a record another producer wrote there that is
-    not a gap event must not stop the windows stage (nor faust's re-keying before it)."""
+    """The windows stage's input (the segment topic the clocks stage writes) is a Kafka topic
+    like any other: a record another producer wrote there that is not a gap event is kept as a
+    dead letter and must not stop the windows stage."""
     undecodable = b"\x00\xff not json"
     not_a_gap = orjson.dumps({"data": {"segment": {"team": "t1"}}, "id": "x"})
     wrong_segment = orjson.dumps({"data": {"segment": ["not", "a", "map"]}})
@@ -86,7 +88,7 @@ async def test_bad_gap_records_are_dead_lettered_and_the_windows_go_on(
         try:
             for value in bad:
                 await producer.send_and_wait(
-                    topic_name(Stream.GAPS, kafka.topic_prefix), value, key=b"T-1001"
+                    segment_topic_name(kafka.topic_prefix), value, key=b"team=t1"
                 )
             tickets = topic_name(Stream.TICKETS, kafka.topic_prefix)
             key = opened["subject"].encode()
