@@ -70,7 +70,6 @@ STALL_CLOCK_RESET_SECONDS = 1.0
 STALLED_READ_MAX = 1000
 """Most records read directly from one stalled partition per tick (a slow partition's records
 are scored twice: here, and when faust delivers them)."""
-"""Segment key of a gaps-topic record that is not a gap event, on its way to a dead letter."""
 WINDOW_FIGURES = (
     "attainment",
     "met",
