@@ -7,11 +7,12 @@ Two stages, so that aggregates stay right with several workers:
    changelogged), written once per item per batch by the scorer itself (`item_store`). Each
    gap event goes to `gapwatch.gaps.v1`, keyed by item id, and to the segment topic, keyed by
    its segment; bad input goes to the dead-letter topic with the original bytes.
-2. `windows` consumes the segment topic, so each segment has exactly one owner; it keeps
-   `RollingWindows` per partition, exports Prometheus figures, and publishes window snapshots
-   on `gapwatch.scores.v1`. (It used to consume `gapwatch.gaps.v1` through faust's `group_by`,
-   which delivered every gap event through faust twice and starved the windows behind a
-   backlog of input: see `segment_topic_name`.)
+2. `windows` reads the segment topic on a consumer group of its own (`segment_reader`, not
+   faust), so each segment has exactly one owner; it keeps `RollingWindows` per partition,
+   exports Prometheus figures, and publishes window snapshots on `gapwatch.scores.v1`. (It used
+   to consume `gapwatch.gaps.v1` through faust's `group_by`, which delivered every gap event
+   through faust twice and starved the windows behind a backlog of input: see
+   `segment_topic_name` and `segment_reader`.)
 
 Batches: the input stage takes up to `scorer_batch_events` events at a time, produces all their
 gap events with one awaited gather (acks before the offsets can commit: at-least-once, and
@@ -56,6 +57,8 @@ from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
 from gapwatch_scorer.item_store import ItemStore, TableItemStore, item_key
 from gapwatch_scorer.metrics import ScorerMetrics
+from gapwatch_scorer.records import Record, Undelivered
+from gapwatch_scorer.segment_reader import SegmentReader
 from gapwatch_scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
@@ -173,6 +176,9 @@ class ScorerService:
         self.scores_topic = topic_name(Stream.SCORES, prefix)
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
+        self.starting = asyncio.Lock()
+        # Creates the topics the worker owns (the segment topic), set by `create_app`.
+        self.declare_topics: Callable[[], Awaitable[None]] | None = None
         self.loaded: set[int] = set()
         self.loading: set[int] = set()  # restoring now: neither ticks nor publishes open counts
         self.rebalances = 0
@@ -196,12 +202,24 @@ class ScorerService:
         self.saving = asyncio.Lock()
 
     async def start(self) -> None:
-        if self.producer is None:
-            self.producer = reliable_producer(self.settings, client_id="gapwatch-scorer")
-            await self.producer.start()
+        async with self.starting:
+            if self.producer is not None:
+                return
+            if self.declare_topics is not None:
+                # Before any metadata request for it: a broker that creates topics on first
+                # use would give it the default partition count.
+                await self.declare_topics()
+            producer = reliable_producer(self.settings, client_id="gapwatch-scorer")
+            await producer.start()
             # Each topic's first send would otherwise wait for its metadata, in the first batch.
-            for topic in (self.gaps_topic, self.deadletter_topic, self.scores_topic):
-                await self.producer.partitions_for(topic)
+            for topic in (
+                self.gaps_topic,
+                self.segment_topic,
+                self.deadletter_topic,
+                self.scores_topic,
+            ):
+                await producer.partitions_for(topic)
+            self.producer = producer
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -460,7 +478,7 @@ class ScorerService:
                 batch = await reader.getmany(tp, timeout_ms=2000, max_records=5000)
                 for record in batch.get(tp, []):
                     if record.offset < end:
-                        found.append(cast(EventT, _Undelivered(_Record(topic, number, record))))
+                        found.append(cast(EventT, Undelivered(Record(topic, number, record))))
         finally:
             await reader.stop()
         return found
@@ -864,38 +882,6 @@ class ScorerService:
         return records
 
 
-@dataclass(frozen=True)
-class _Record:
-    """An input record read outside faust, shaped like the part of faust's message scored."""
-
-    topic: str
-    partition: int
-    record: Any
-
-    @property
-    def offset(self) -> int:
-        return int(self.record.offset)
-
-    @property
-    def key(self) -> bytes | None:
-        return cast(bytes | None, self.record.key)
-
-    @property
-    def value(self) -> bytes | None:
-        return cast(bytes | None, self.record.value)
-
-    @property
-    def timestamp(self) -> float:
-        return float(self.record.timestamp) / 1000.0
-
-
-@dataclass(eq=False)
-class _Undelivered:
-    """An event for `_score` and faust's table (which reads `event.message.partition`)."""
-
-    message: _Record
-
-
 _REASONS: dict[type[Exception], str] = {
     LateEvent: LateEvent.reason,
     ItemLogFull: "item_log_full",
@@ -987,6 +973,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     # (values written by the earlier JSON codec are the same bytes and read back the same).
     table = app.Table("items", key_type=str, value_type=bytes, partitions=settings.kafka_partitions)
     items = TableItemStore(table)  # written in batches beside faust's per-key path
+    service.declare_topics = segments.maybe_declare
     batch = settings.scorer_batch_events
     wait = settings.scorer_batch_wait_seconds
 
@@ -994,11 +981,6 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     async def clocks(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(batch, within=wait):
             await service.handle_inputs(events, items)
-
-    @app.agent(segments)
-    async def windows(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch, within=wait):
-            await service.handle_gaps(events)
 
     tickets_topic = topic_name(Stream.TICKETS, prefix)
     input_topics = {topic_name(s, prefix) for s in INPUT_STREAMS}
@@ -1039,12 +1021,8 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
 
     @app.on_partitions_revoked.connect
     async def _revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
-        # A segment partition that comes back later is rebuilt from its history, not resumed;
-        # an input partition that comes back is restored from the store, not from memory that
+        # An input partition that comes back is restored from the store, not from memory that
         # another worker's events may have overtaken in the meantime.
-        for tp in revoked:
-            if tp.topic == service.segment_topic:
-                service.forget_windows(tp.partition)
         await service.revoke_inputs({tp.partition for tp in revoked if tp.topic in input_topics})
 
     @app.on_partitions_assigned.connect
@@ -1055,8 +1033,9 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         )
 
     @app.task
-    async def _start_output() -> None:
+    async def _start_output_and_windows() -> None:
         await service.start()  # before the first batch, not in it
+        await SegmentReader(service).run()  # the windows stage, until the worker stops
 
     @app.on_before_shutdown.connect
     async def _stop_producer(app_: Any, **_: Any) -> None:

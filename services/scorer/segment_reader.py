@@ -1,0 +1,129 @@
+"""The windows stage's input: the segment topic, read on a consumer group of its own beside faust.
+
+faust delivered the segment topic to the windows agent through the same per-message path as the
+inputs. That path blocks on the clocks agent's full buffer, so behind an input backlog the
+windows got nothing until the backlog was nearly drained (window figures, snapshots and alerts
+lagging through every catch-up), and each gap event cost a faust delivery (~140 µs of the
+worker's one core). Here a plain aiokafka consumer reads it in batches (`getmany`), hands them
+to `ScorerService.handle_gaps`, and commits their offsets after.
+
+The group is the scorer's group id with `-windows` appended: one owner per segment partition
+across workers, as before. Windows live in memory: a partition revoked is forgotten, and one
+assigned is rebuilt from its history by `handle_gaps` when its first record arrives. A
+partition with no commit in this group yet starts where faust's group left it (the windows
+stage ran on faust until 2026-11-24), so an upgrade neither re-counts history nor skips any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from faust.types import EventT
+
+from gapwatch.kafka.clients import consumer
+from gapwatch_scorer.records import Record, Undelivered
+
+if TYPE_CHECKING:
+    from gapwatch_scorer.app import ScorerService
+
+log = logging.getLogger(__name__)
+
+RESTART_SECONDS = 1.0
+"""Pause before the reader starts again after an unexpected error."""
+
+
+class SegmentReader:
+    """Reads the segment topic into the service's windows until cancelled."""
+
+    def __init__(self, service: ScorerService) -> None:
+        self.service = service
+        self.group_id = service.group_id + "-windows"
+        self.reader: AIOKafkaConsumer | None = None
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        settings = self.service.settings
+        return consumer(
+            settings,
+            group_id=self.group_id,
+            group_instance_id=settings.scorer_instance_id,
+            client_id="gapwatch-windows",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # As the faust group: a worker killed -9 holds its partitions this long at most.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+            max_poll_records=settings.scorer_batch_events,
+        )
+
+    async def run(self) -> None:
+        while True:
+            reader = self.reader = self._consumer()
+            try:
+                reader.subscribe([self.service.segment_topic], listener=_Rebalance(self))
+                await reader.start()
+                await self._read(reader)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("windows reader failed; starting again in %.0fs", RESTART_SECONDS)
+                # Whatever it holds when it rejoins is rebuilt from history, as after a restart.
+                for number in list(self.service.windows_until):
+                    self.service.forget_windows(number)
+                await asyncio.sleep(RESTART_SECONDS)
+            finally:
+                self.reader = None
+                await reader.stop()
+
+    async def _read(self, reader: AIOKafkaConsumer) -> None:
+        topic = self.service.segment_topic
+        while True:
+            batch = await reader.getmany(timeout_ms=1000)
+            events = [
+                cast(EventT, Undelivered(Record(topic, tp.partition, record)))
+                for tp, records in batch.items()
+                for record in records
+            ]
+            if not events:
+                continue
+            await self.service.handle_gaps(events)
+            done = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+            try:
+                await reader.commit(done)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # A rebalance took partitions meanwhile: their next owner reads the batch again
+                # (its windows are rebuilt up to the committed offset, so nothing is lost).
+                log.info("windows offsets not committed (%r): a rebalance is under way", exc)
+
+    async def start_where_faust_left(self, reader: AIOKafkaConsumer, assigned: set[Any]) -> None:
+        """Seek each assigned partition with no commit in this group to faust's commit, if any."""
+        topic = self.service.segment_topic
+        fresh = [tp for tp in assigned if await reader.committed(tp) is None]
+        if not fresh:
+            return
+        try:
+            found = await self.service.group_committed({(topic, tp.partition) for tp in fresh})
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("faust's offsets of the segment topic not read (%r): from the start", exc)
+            return
+        for tp in fresh:
+            offset = found.get((topic, tp.partition))
+            if offset is not None:
+                reader.seek(tp, offset)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: SegmentReader) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.owner.service.forget_windows(tp.partition)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        reader = self.owner.reader
+        if reader is not None:
+            await self.owner.start_where_faust_left(reader, assigned)

@@ -1,0 +1,109 @@
+"""The windows stage's reader, with a stand-in consumer (the live tests run it on the broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
+from prometheus_client import CollectorRegistry
+
+from gapwatch_scorer.app import ScorerService
+from gapwatch_scorer.segment_reader import SegmentReader
+from gapwatch_scorer.settings import ScorerSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Rec:
+    offset: int
+    value: bytes
+    key: bytes = b"team=t1"
+    timestamp: int = 0
+
+
+class StandInConsumer:
+    """Hands out the given batches, then blocks; records commits (the first one may fail)."""
+
+    def __init__(self, batches: list[dict[TopicPartition, list[Rec]]], fail_first_commit: bool):
+        self.batches = batches
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.fail_first_commit = fail_first_commit
+        self.own: dict[TopicPartition, int | None] = {}
+        self.seeks: dict[TopicPartition, int] = {}
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Rec]]:
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.sleep(3600)
+        return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.fail_first_commit:
+            self.fail_first_commit = False
+            raise CommitFailedError("rebalanced")
+        self.commits.append(offsets)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.own.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
+
+
+def service() -> ScorerService:
+    settings = ScorerSettings(scorer_policies_file=REPO / "deploy" / "config" / "policies.yaml")
+    return ScorerService(settings, CollectorRegistry())
+
+
+async def test_batches_go_to_the_windows_and_their_offsets_are_committed_after():
+    svc = service()
+    topic = svc.segment_topic
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    handled: list[list[tuple[str, int, int, bytes | None]]] = []
+
+    async def handle_gaps(events: Any) -> None:
+        m = [e.message for e in events]
+        handled.append([(x.topic, x.partition, x.offset, x.value) for x in m])
+
+    svc.handle_gaps = handle_gaps  # type: ignore[method-assign]
+    batches = [
+        {p0: [Rec(5, b"a"), Rec(6, b"b")], p1: [Rec(0, b"c")]},
+        {p1: [Rec(1, b"d")]},
+    ]
+    reader = StandInConsumer(batches, fail_first_commit=True)
+    task = asyncio.create_task(SegmentReader(svc)._read(reader))  # type: ignore[arg-type]
+    for _ in range(100):
+        if reader.commits:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert handled == [
+        [(topic, 0, 5, b"a"), (topic, 0, 6, b"b"), (topic, 1, 0, b"c")],
+        [(topic, 1, 1, b"d")],
+    ]
+    # The first commit failed (a rebalance): the reader went on; the next one went through.
+    assert reader.commits == [{p1: 2}]
+
+
+async def test_a_partition_new_to_the_group_starts_where_fausts_group_left_it():
+    svc = service()
+    topic = svc.segment_topic
+    p0, p1, p2 = (TopicPartition(topic, n) for n in range(3))
+
+    async def group_committed(wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        assert wanted == {(topic, 1), (topic, 2)}  # p0 has a commit of its own
+        return {(topic, 1): 40, (topic, 2): None}
+
+    svc.group_committed = group_committed  # type: ignore[method-assign]
+    reader = StandInConsumer([], fail_first_commit=False)
+    reader.own[p0] = 7
+    await SegmentReader(svc).start_where_faust_left(reader, {p0, p1, p2})  # type: ignore[arg-type]
+    assert reader.seeks == {p1: 40}  # p2: never committed anywhere, the reset policy applies
