@@ -115,6 +115,12 @@ class ScorerMetrics:
             "Records behind the end of the input topics, summed over assigned partitions.",
             registry=registry,
         )
+        self.windows_lag = Gauge(
+            "gapwatch_scorer_windows_lag",
+            "Gap records behind the end of the segment topic (the windows stage's input), summed"
+            " over assigned partitions.",
+            registry=registry,
+        )
         self.items = Gauge(
             "gapwatch_scorer_items", "Items held in memory by this worker.", registry=registry
         )

@@ -82,6 +82,7 @@ class SegmentReader:
         topic = self.service.segment_topic
         while True:
             batch = await reader.getmany(timeout_ms=1000)
+            await self._export_lag(reader)
             events = [
                 cast(EventT, Undelivered(Record(topic, tp.partition, record)))
                 for tp, records in batch.items()
@@ -97,6 +98,18 @@ class SegmentReader:
                 # A rebalance took partitions meanwhile: their next owner reads the batch again
                 # (its windows are rebuilt up to the committed offset, so nothing is lost).
                 log.info("windows offsets not committed (%r): a rebalance is under way", exc)
+
+    async def _export_lag(self, reader: AIOKafkaConsumer) -> None:
+        lag = 0
+        for tp in reader.assignment():
+            end = reader.highwater(tp)
+            if end is None:
+                continue  # not fetched yet
+            try:
+                lag += max(0, end - await reader.position(tp))
+            except IllegalStateError:
+                continue  # revoked meanwhile
+        self.service.metrics.windows_lag.set(lag)
 
     async def start_where_faust_left(self, reader: AIOKafkaConsumer, assigned: set[Any]) -> None:
         """Seek each assigned partition with no commit in this group to faust's commit, if any."""

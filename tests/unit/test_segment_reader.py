@@ -36,6 +36,8 @@ class StandInConsumer:
         self.fail_first_commit = fail_first_commit
         self.own: dict[TopicPartition, int | None] = {}
         self.seeks: dict[TopicPartition, int] = {}
+        self.ends: dict[TopicPartition, int | None] = {}
+        self.positions: dict[TopicPartition, int] = {}
 
     async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Rec]]:
         if self.batches:
@@ -54,6 +56,15 @@ class StandInConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks[tp] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.ends)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.ends[tp]
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
 
 
 def service() -> ScorerService:
@@ -107,3 +118,14 @@ async def test_a_partition_new_to_the_group_starts_where_fausts_group_left_it():
     reader.own[p0] = 7
     await SegmentReader(svc).start_where_faust_left(reader, {p0, p1, p2})  # type: ignore[arg-type]
     assert reader.seeks == {p1: 40}  # p2: never committed anywhere, the reset policy applies
+
+
+async def test_the_windows_lag_is_exported_from_each_assigned_partitions_end_and_position():
+    svc = service()
+    topic = svc.segment_topic
+    p0, p1, p2 = (TopicPartition(topic, n) for n in range(3))
+    reader = StandInConsumer([], fail_first_commit=False)
+    reader.ends = {p0: 120, p1: 7, p2: None}  # p2 not fetched yet
+    reader.positions = {p0: 100, p1: 7, p2: 0}
+    await SegmentReader(svc)._export_lag(reader)  # type: ignore[arg-type]
+    assert svc.metrics.windows_lag._value.get() == 20
