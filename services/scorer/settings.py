@@ -68,11 +68,12 @@ class ScorerSettings(KafkaSettings):
         default=500, ge=1, le=100_000, description="Most input events handled as one batch."
     )
     scorer_batch_wait_seconds: float = Field(
-        default=0.05,
-        gt=0,
+        default=0.02,
+        ge=0,
         le=5,
-        description="How long a batch waits for more events before it is handled anyway "
-        "(faust's `take_events` `within`): longer batches more, shorter answers sooner.",
+        description="How long a batch whose first event found the worker idle waits for more "
+        "events (see `batching.take_ready`); events that arrive while a batch is handled go "
+        "in the next one at once. Longer batches more at low rates; 0 never waits.",
     )
 
     def segment_labels(self) -> tuple[str, ...]:
