@@ -1,4 +1,4 @@
-"""Batches of faust events that go as soon as the worker is free ("natural" batching).
+"""Batches of faust events that go as soon as faust has nothing more to hand over.
 
 faust's `Stream.take_events(max_, within)` waits the whole `within` before every batch unless
 `max_` events arrive first, and it stops adding events while the caller handles a batch. So an
@@ -6,11 +6,14 @@ event that arrives during a batch waits for the rest of that batch, then the who
 then its own batch: at 1,200 events/s, with `within` 50 ms, that was most of a p99 of 104-123 ms.
 
 `take_ready` keeps adding events while a batch is handled (up to `max_events`, then it holds
-faust's delivery back, as `take_events` does), and hands over what has gathered as soon as the
-caller asks for the next batch. Only a batch whose first event found the worker idle waits, at
-most `linger` seconds, for company: at low rates that keeps each batch's fixed cost (two awaited
-round trips) from recurring for every event. Under load every batch is what arrived during the
-one before, so batches grow by themselves up to `max_events`.
+faust's delivery back, as `take_events` does). A batch goes once faust's delivery pauses for
+`quiet` seconds, or is full, or has gathered for `linger` seconds. Handing over just what is
+there would not do: faust delivers on the worker's one thread, mostly while the caller awaits
+its acks, so batches would stay small, each paying a batch's fixed cost, and a worker that fell
+behind would stay behind (the scorer's drain rate fell by a third, and 3 of 9 bench runs at
+1,200 events/s settled at a steady 1.1-1.7 s delay, with batches of 10-40 events). So a batch
+whose first event is already older than `linger` (the worker is behind) ignores pauses and
+gathers for the whole `linger` or until full, as `take_events` did every time.
 
 Events are acked (their offsets may commit) only after the caller has handled their batch.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,15 +30,13 @@ from faust.types import EventT, StreamT
 
 log = logging.getLogger(__name__)
 IDLE_WAKE_SECONDS = 0.05
-"""An idle batch wakes this often while it waits for its first event (as `take_events` did,
-every `within`). Waiting without a timeout, 3 of 9 bench runs at 1,200 events/s settled at a
-steady 1.1-1.7 s delay: faust handed over 10-40 events at a time with pauses of ~1.5 s between.
-With this wake-up (or a 10 ms timer elsewhere on the loop) 17 of 17 runs did not. The cause
-inside faust's delivery was not found."""
+"""An idle stream's wait for its first event wakes this often, as `take_events` did."""
+QUIET_SECONDS = 0.002
+"""A pause in faust's delivery this long ends a batch (see the module's doc)."""
 
 
 async def take_ready(
-    stream: StreamT[Any], max_events: int, linger: float
+    stream: StreamT[Any], max_events: int, linger: float, quiet: float = QUIET_SECONDS
 ) -> AsyncIterator[list[EventT]]:
     """Yield lists of at most `max_events` events from `stream`, as described above."""
     if max_events < 1:
@@ -69,13 +71,22 @@ async def take_ready(
     stream.add_processor(gather)
     stream._enable_passive(aiter(stream.channel))  # type: ignore[attr-defined]
     wait_for = stream.wait_for_stopped  # type: ignore[attr-defined]
+    clock = asyncio.get_running_loop().time
     while not stream.should_stop:  # type: ignore[attr-defined]
         if not gathered:
             await wait_for(arrived, timeout=IDLE_WAKE_SECONDS)
             if not gathered:
                 continue  # stopping, or nothing yet
-            if linger > 0 and len(gathered) < max_events:
-                await wait_for(full, timeout=linger)
+        deadline = clock() + linger
+        # A batch whose first event is older than `linger` means the worker is behind: it then
+        # gathers for the whole `linger` (or until full), so its fixed cost is shared widely
+        # enough to catch up; a pause in delivery ends only a batch that is not behind.
+        behind = time.time() - (gathered[0].message.timestamp or time.time()) > linger
+        while len(gathered) < max_events and (left := deadline - clock()) > 0:
+            before = len(gathered)
+            await wait_for(full, timeout=left if behind else min(quiet, left))
+            if len(gathered) == before:
+                break  # faust's delivery paused, or the batch has gathered for `linger`
         batch = gathered[:]
         gathered.clear()
         arrived.clear()

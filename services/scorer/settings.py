@@ -68,12 +68,12 @@ class ScorerSettings(KafkaSettings):
         default=500, ge=1, le=100_000, description="Most input events handled as one batch."
     )
     scorer_batch_wait_seconds: float = Field(
-        default=0.02,
+        default=0.05,
         ge=0,
         le=5,
-        description="How long a batch whose first event found the worker idle waits for more "
-        "events (see `batching.take_ready`); events that arrive while a batch is handled go "
-        "in the next one at once. Longer batches more at low rates; 0 never waits.",
+        description="Most time a batch gathers events (see `batching.take_ready`): a batch "
+        "goes sooner when faust's delivery pauses, unless its first event is already older "
+        "than this (the worker is behind). 0 hands over what is there.",
     )
 
     def segment_labels(self) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from gapwatch_scorer.batching import take_ready
 
 @asynccontextmanager
 async def running_agent(
-    max_events: int, linger: float, handle: Any
+    max_events: int, linger: float, handle: Any, quiet: float = 0.002
 ) -> AsyncIterator[tuple[Any, list[list[Any]]]]:
     """An agent batching with `take_ready`, in faust's in-memory test context; yields it and
     the batches it has handled so far."""
@@ -29,7 +30,7 @@ async def running_agent(
 
     @app.agent()
     async def agent(stream: faust.StreamT[Any]) -> None:
-        async for events in take_ready(stream, max_events, linger):
+        async for events in take_ready(stream, max_events, linger, quiet):
             batches.append(events)
             await handle(events)
 
@@ -72,21 +73,45 @@ async def test_events_arriving_during_a_batch_go_next_without_waiting_the_linger
         assert [[e.value for e in batch] for batch in batches] == [[0], [1, 2, 3, 4, 5]]
 
 
-async def test_a_batch_begun_idle_waits_the_linger_for_company_but_no_longer() -> None:
+async def test_a_batch_goes_once_delivery_pauses_and_gathers_no_longer_than_the_linger() -> None:
     async def handle(events: list[Any]) -> None:
         return None
 
-    linger = 0.3
-    async with running_agent(100, linger=linger, handle=handle) as (running, batches):
+    quiet, linger = 0.1, 0.4
+    async with running_agent(100, linger, handle, quiet) as (running, batches):
         loop = asyncio.get_running_loop()
         began = loop.time()
         await running.put("a")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.03)
         await running.put("b")
         await until(lambda: len(batches) == 1)
         waited = loop.time() - began
         assert [e.value for e in batches[0]] == ["a", "b"]
-        assert linger * 0.9 <= waited < linger + 1.0
+        assert quiet <= waited < linger  # "b" came before the pause, the pause ended it
+        # Events that never pause: the batch goes after the linger all the same.
+        for value in range(12):
+            await running.put(value)
+            await asyncio.sleep(0.05)
+        await until(lambda: sum(len(b) for b in batches) == 14)
+        assert len(batches) >= 3
+        assert [e.value for batch in batches[1:] for e in batch] == list(range(12))
+
+
+async def test_a_batch_that_is_behind_ignores_pauses_and_gathers_for_the_linger() -> None:
+    async def handle(events: list[Any]) -> None:
+        return None
+
+    quiet, linger = 0.02, 0.5
+    async with running_agent(100, linger, handle, quiet) as (running, batches):
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        old = time.time() - 10  # appended 10 s ago: the worker is behind
+        await running.put("a", timestamp=old)
+        await asyncio.sleep(0.1)  # a pause five times `quiet`
+        await running.put("b", timestamp=old)
+        await until(lambda: len(batches) == 1)
+        assert [e.value for e in batches[0]] == ["a", "b"]
+        assert loop.time() - began >= linger * 0.9
 
 
 async def test_a_full_batch_goes_at_once_and_none_is_larger_than_the_most() -> None:
@@ -96,10 +121,10 @@ async def test_a_full_batch_goes_at_once_and_none_is_larger_than_the_most() -> N
     async with running_agent(3, linger=30.0, handle=handle) as (running, batches):
         for value in range(10):
             await running.put(value)
-        # Nine events fill three batches at once; the tenth waits for company (30 s).
-        await until(lambda: sum(len(b) for b in batches) >= 9)
+        # Full batches go at once, not after the linger (30 s).
+        await until(lambda: sum(len(b) for b in batches) == 10)
         assert all(len(batch) <= 3 for batch in batches)
-        assert [e.value for batch in batches for e in batch] == list(range(9))
+        assert [e.value for batch in batches for e in batch] == list(range(10))
 
 
 async def test_events_are_acked_only_after_their_batch_is_handled(
