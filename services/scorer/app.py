@@ -14,11 +14,10 @@ Two stages, so that aggregates stay right with several workers:
    through faust twice and starved the windows behind a backlog of input: see
    `segment_topic_name` and `segment_reader`.)
 
-Batches: the input stage takes up to `scorer_batch_events` events at a time (what arrived while
-the last batch was handled: `batching.take_ready`), produces all their gap events with one
-awaited gather (acks before the offsets can commit: at-least-once, and re-emitted gap events
-keep their ids), then saves each touched item once: its changelog records, acks awaited, then
-its partition's RocksDB.
+Batches: the input stage takes up to `scorer_batch_events` events at a time, produces all their
+gap events with one awaited gather (acks before the offsets can commit: at-least-once, and
+re-emitted gap events keep their ids), then saves each touched item once: its changelog
+records, acks awaited, then its partition's RocksDB.
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
-from gapwatch_scorer.batching import take_ready
 from gapwatch_scorer.item_store import ItemStore, TableItemStore, item_key
 from gapwatch_scorer.metrics import ScorerMetrics
 from gapwatch_scorer.records import Record, Undelivered
@@ -981,7 +979,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
 
     @app.agent(inputs)
     async def clocks(stream: faust.StreamT[bytes]) -> None:
-        async for events in take_ready(stream, batch, wait):
+        async for events in stream.take_events(batch, within=wait):
             await service.handle_inputs(events, items)
 
     tickets_topic = topic_name(Stream.TICKETS, prefix)

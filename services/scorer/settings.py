@@ -69,11 +69,10 @@ class ScorerSettings(KafkaSettings):
     )
     scorer_batch_wait_seconds: float = Field(
         default=0.05,
-        ge=0,
+        gt=0,
         le=5,
-        description="Most time a batch gathers events (see `batching.take_ready`): a batch "
-        "goes sooner when faust's delivery pauses, unless its first event is already older "
-        "than this (the worker is behind). 0 hands over what is there.",
+        description="How long a batch waits for more events before it is handled anyway "
+        "(faust's `take_events` `within`): longer batches more, shorter answers sooner.",
     )
 
     def segment_labels(self) -> tuple[str, ...]:
