@@ -654,16 +654,29 @@ class ScorerService:
     async def _adopt_restored(
         self, scoring: Scoring, batch: list[ItemClock], implied: list[GapEvent]
     ) -> int:
-        """Publish what changed policies imply for these restored clocks, then adopt them.
+        """Publish what changed policies imply for these restored clocks, adopt them, and
+        publish the timers of theirs that the partition's event time has already passed.
 
         Publishing first closes a window: until a clock is adopted, no event can save it (an
         event for its item loads its own copy from the store, implied events and all, and
         publishes them with its batch), so no save can land before the implied events' acks.
         A crash before the acks restores and re-folds them again. A clock an event loaded
         meanwhile is newer than the restored one, and is kept.
+
+        Events read before the restore got this far could not fire the timers of clocks not
+        yet adopted, and with no further event (or no wall clock) nothing else would
+        (`Scoring.fire_passed`). That is done in the scoring turn, acks awaited: no batch can
+        save a clock with such a timer fired before its gap event is acknowledged.
         """
         await self.produce([r for gap in implied for r in self.gap_records(gap)])
-        return scoring.adopt_many(clock for clock in batch if clock.item_id not in scoring.items)
+        async with self.scoring_turn:
+            count = scoring.adopt_many(
+                clock for clock in batch if clock.item_id not in scoring.items
+            )
+            fired = scoring.fire_passed()
+            _report_unreadable(scoring)
+            await self.produce([r for gap in fired for r in self.gap_records(gap)])
+        return count
 
     async def tick(self) -> None:
         self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))

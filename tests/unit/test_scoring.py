@@ -257,3 +257,27 @@ def test_an_unreadable_restored_clock_blames_neither_its_timer_nor_other_items(
     assert [e.item_id for e in restarted.unreadable] == ["T-1"]
     restarted.process_and_tick(ticket("T-3", later + timedelta(days=3)))
     assert [e.item_id for e in restarted.unreadable] == ["T-1"]
+
+
+@pytest.mark.parametrize("load", ["from_bytes", "restore"])
+def test_a_clock_adopted_after_its_stream_passed_its_deadlines_fires_them_on_fire_passed(
+    config: ScoringConfig, load: str
+):
+    # A restarted worker can read events before its restore reaches an item: T-1's re-read
+    # time passes T-2's first-response deadline while T-2 is not yet adopted, and no later
+    # event may come. Once adopted, `fire_passed` gives what the original fired for T-2.
+    from gapwatch.core.clock import ItemClock
+
+    opened = ticket("T-2", T0)
+    later = ticket("T-1", T0 + timedelta(minutes=20))
+    reference = Scoring(config, track_windows=False)
+    reference.process_and_tick(opened)
+    saved = reference.items["T-2"].to_bytes()
+    want = [g.model_dump() for g in reference.process_and_tick(later) if g.subject == "T-2"]
+    assert {g["data"]["outcome"] for g in want} == {Outcome.AT_RISK, Outcome.BREACHED}
+
+    restarted = Scoring(config, track_windows=False)
+    assert [g for g in restarted.process_and_tick(later) if g.subject == "T-2"] == []
+    restarted.adopt(getattr(ItemClock, load)("T-2", config.clock, saved))
+    assert [g.model_dump() for g in restarted.fire_passed()] == want
+    assert restarted.fire_passed() == []  # fired once

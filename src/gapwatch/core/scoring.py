@@ -223,6 +223,20 @@ class Scoring:
             out.extend(self.tick(self.stream_watermarks[event.stream], kind))
         return out
 
+    def fire_passed(self) -> list[GapEvent]:
+        """Fire the timers each stream's event time has already passed.
+
+        For clocks adopted after their stream's watermark passed their deadlines (a restore that
+        finishes after the first re-read events): those events could not fire timers that were
+        not yet scheduled, and the next event of the stream may never come.
+        """
+        out: list[GapEvent] = []
+        for stream, kind in STREAM_ITEM_KIND.items():
+            mark = self.stream_watermarks.get(stream)
+            if mark is not None:
+                out.extend(self.tick(mark, kind))
+        return out
+
     def tick(self, now: datetime, kind: ItemKind | None = None) -> list[GapEvent]:
         """Fire every timer due at or before `now` (of one item kind, or of all)."""
         out: list[GapEvent] = []
