@@ -1,11 +1,15 @@
 """Stand-ins for the scorer service's broker-side parts, for tests that drive its batches
-directly: an in-memory item store and a changelog that acknowledges at once."""
+directly: an in-memory item store, a changelog that acknowledges at once, and a consumer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import orjson
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from gapwatch_scorer.app import ScorerService
 
@@ -55,3 +59,51 @@ def acknowledge_changelog_at_once(service: ScorerService) -> list[tuple[int, byt
 
     service.send_changelog = send_changelog  # type: ignore[method-assign]
     return sent
+
+
+@dataclass
+class Rec:
+    offset: int
+    value: bytes
+    key: bytes = b"team=t1"
+    timestamp: int = 0
+
+
+class StandInConsumer:
+    """Hands out the given batches, then blocks; records commits (the first one may fail)."""
+
+    def __init__(self, batches: list[dict[TopicPartition, list[Rec]]], fail_first_commit: bool):
+        self.batches = batches
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.fail_first_commit = fail_first_commit
+        self.own: dict[TopicPartition, int | None] = {}
+        self.seeks: dict[TopicPartition, int] = {}
+        self.ends: dict[TopicPartition, int | None] = {}
+        self.positions: dict[TopicPartition, int] = {}
+
+    async def getmany(self, timeout_ms: int = 0, **_: object) -> dict[TopicPartition, list[Rec]]:
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.sleep(3600)
+        return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.fail_first_commit:
+            self.fail_first_commit = False
+            raise CommitFailedError("rebalanced")
+        self.commits.append(offsets)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.own.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.ends)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.ends[tp]
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]

@@ -29,12 +29,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
@@ -50,14 +49,15 @@ from gapwatch.core.scoring import (
     ScoringConfig,
     observe_gap,
 )
-from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
+from gapwatch.core.topics import Stream, topic_name
 from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
-from gapwatch_scorer.item_store import ItemStore, TableItemStore, item_key
+from gapwatch.kafka.topics import ensure_named_topics
+from gapwatch_scorer.input_reader import InputReader
+from gapwatch_scorer.item_store import ItemStore, RocksItemStore, item_key
 from gapwatch_scorer.metrics import ScorerMetrics
-from gapwatch_scorer.records import Record, Undelivered
 from gapwatch_scorer.segment_reader import SegmentReader
 from gapwatch_scorer.settings import ScorerSettings
 
@@ -66,13 +66,6 @@ SEEN_GAPS_LIMIT = 200_000
 RESTORE_YIELD_EVERY = 5000
 RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
-STALLED_SECONDS = 30.0
-"""An input partition short of its high watermark with nothing delivered this long is read."""
-STALL_CLOCK_RESET_SECONDS = 1.0
-"""A batch held up this long restarts every partition's stall clock (see `read_stalled`)."""
-STALLED_READ_MAX = 1000
-"""Most records read directly from one stalled partition per tick (a slow partition's records
-are scored twice: here, and when faust delivers them)."""
 WINDOW_FIGURES = (
     "attainment",
     "met",
@@ -181,25 +174,11 @@ class ScorerService:
         self.declare_topics: Callable[[], Awaitable[None]] | None = None
         self.loaded: set[int] = set()
         self.loading: set[int] = set()  # restoring now: neither ticks nor publishes open counts
-        self.rebalances = 0
-        self.revoked_inputs: set[int] = set()  # revoked by a rebalance in progress
-        # Next offset to process per input topic-partition, for the consumer-lag gauge.
-        self.positions: dict[tuple[str, int], int] = {}
-        # The consumer group's committed offsets of these input partitions (None: no commit),
-        # where delivery of a partition with no position yet resumes: see `with_undelivered`.
-        self.committed: Callable[
-            [set[tuple[str, int]]], Awaitable[dict[tuple[str, int], int | None]]
-        ] = self.group_committed
-        # The same, read at the assignment for the partitions assigned (`note_resume_points`);
-        # each is used once, by the partition's first batch.
-        self.resume_at: dict[tuple[str, int], int] = {}
-        # When each assigned input partition last had an event delivered (or was assigned).
-        self.delivered_at: dict[tuple[str, int], float] = {}
-        # One batch at a time: the agent's, or the stalled-partition reader's (`read_stalled`).
+        self.rebalances = 0  # revocations so far: a restore under way stops at one
+        # One batch at a time: the input reader's, or a restore's adoption (`_adopt_restored`).
+        # A revocation waits for it, so a batch's saves are on the changelog before the
+        # partitions' next owner recovers them.
         self.scoring_turn = asyncio.Lock()
-        # Held while a batch's saves are on their way to the changelog: a revocation waits for
-        # it, so the partition's next owner recovers them (see `save`).
-        self.saving = asyncio.Lock()
 
     async def start(self) -> None:
         async with self.starting:
@@ -273,53 +252,32 @@ class ScorerService:
 
     async def handle_inputs(self, events: Sequence[EventT], items: ItemStore) -> None:
         async with self.scoring_turn:
-            await self._handle_inputs(events, items)
+            await self.handle_inputs_in_turn(events, items)
 
-    async def _handle_inputs(self, events: Sequence[EventT], items: ItemStore) -> None:
-        began = time.monotonic()
+    async def handle_inputs_in_turn(self, events: Sequence[EventT], items: ItemStore) -> None:
+        """Score a batch, produce its gap events and save its items; `scoring_turn` is held."""
         records: list[tuple[str, bytes, bytes]] = []
         touched: dict[str, tuple[EventT, ItemClock]] = {}
-        for event in await self.with_undelivered(events):
-            message = event.message
-            where = (message.topic, message.partition)
-            self.positions[where] = max(self.positions.get(where, 0), message.offset + 1)
+        for event in events:
             try:
                 self._score(event, items, records, touched)
             except Exception as exc:  # one event must not stop the partition
                 # A bug met by one event: keep the event (dead letter with its bytes) and go on,
-                # rather than crash the agent and leave the batch behind.
+                # rather than crash the reader and leave the batch behind.
+                message = event.message
                 log.exception(
                     "internal error on %s[%s]@%s", message.topic, message.partition, message.offset
                 )
                 records.append(self._dead("internal_error", repr(exc), event))
-        owners = {
-            number: self.clocks.get(number) for number in {e.message.partition for e in events}
-        }
         await self.produce(records)
-        if (done := time.monotonic()) - began > STALL_CLOCK_RESET_SECONDS:
-            # The agent was held up (a broker away, its acks retried): nothing could be
-            # delivered meanwhile, so no partition counts as stalled for that time.
-            self.delivered_at.update(dict.fromkeys(self.delivered_at, done))
         now = time.time()
-        # A partition revoked while the acks were awaited belongs to another worker now (or
-        # soon): writing its items would land in its changelog after the new owner's writes.
-        # faust commits offsets only of assigned partitions, so the new owner reads this
-        # batch's events of it again. One revoked and given straight back keeps its writes.
-        gone = {
-            number
-            for number, part in owners.items()
-            if number in self.revoked_inputs or self.clocks.get(number) is not part
-        }
         await self.save(
             [
                 (event.message.partition, item_id, clock)
                 for item_id, (event, clock) in touched.items()
-                if event.message.partition not in gone
             ],
             items,
         )
-        if gone:
-            log.info("input partitions %s revoked during a batch: their writes left", sorted(gone))
         for event in events:
             appended = event.message.timestamp
             if appended:
@@ -327,121 +285,20 @@ class ScorerService:
 
     async def save(self, touched: Sequence[tuple[int, str, ItemClock]], items: ItemStore) -> None:
         """Save each (input partition, item id, clock): to the items changelog, acks awaited,
-        then to the partition's local store (`TableItemStore`).
+        then to the partition's database (`RocksItemStore`).
 
         The acks come before the batch's offsets can commit, so an acknowledged input event's
-        state is never behind its offset. A revocation waits for a save under way (`saving`):
-        its records are on the changelog before the partition's next owner recovers from it.
+        state is never behind its offset.
         """
         if not touched:
             return
         entries: dict[int, list[tuple[bytes, bytes]]] = {}
         for number, item_id, clock in touched:
             entries.setdefault(number, []).append((item_key(item_id), clock.to_bytes()))
-        async with self.saving:
-            newest = await self.send_changelog(items.changelog_topic, entries)
-            let_go = [n for n, saved in entries.items() if not items.write(n, saved, newest[n])]
+        newest = await self.send_changelog(items.changelog_topic, entries)
+        let_go = [n for n, saved in entries.items() if not items.write(n, saved, newest[n])]
         if let_go:
             log.info("partitions %s were let go during a save: their changelog has it", let_go)
-
-    async def with_undelivered(self, events: Sequence[EventT]) -> list[EventT]:
-        """These events, each preceded by the input records before it that faust never delivered.
-
-        Every offset of an input partition must be scored once: one skipped would be an
-        acknowledged event lost (its offset is committed with the ones after it). faust's
-        consumer appears to skip a few records in a restarted worker's first second (the kill -9
-        fault test lost 1-3 events in 1 of 21 runs on a loaded machine; the cause inside faust
-        was not found). So each event's offset is checked against the offsets scored so far
-        (or, for a partition just assigned, the group's committed offset), and a hole is read
-        directly from Kafka. Records delivered twice need nothing: the clocks ignore a repeated
-        event id.
-        """
-        out: list[EventT] = []
-        following: dict[tuple[str, int], int] = {}
-        delivered = {(e.message.topic, e.message.partition) for e in events}
-        self.delivered_at.update(dict.fromkeys(delivered, time.monotonic()))
-        new = delivered - self.positions.keys()
-        for where in new & self.resume_at.keys():
-            following[where] = self.resume_at.pop(where)
-        if asked := new - following.keys():
-            # Asked of the broker, not of faust: faust hands over a partition's first records
-            # before its own seek to the committed offsets has finished.
-            for where, committed in (await self.committed(asked)).items():
-                # No commit yet: delivery starts at the log's start (auto_offset_reset earliest).
-                following[where] = committed or 0
-        for event in events:
-            message = event.message
-            where = (message.topic, message.partition)
-            expected = following.get(where)
-            if expected is None:
-                expected = self.positions.get(where, message.offset)
-            if message.offset > expected:
-                log.warning(
-                    "input %s[%s]: offsets %d to %d were not delivered; reading them directly",
-                    *where,
-                    expected,
-                    message.offset - 1,
-                )
-                found = await self._read_range(*where, expected, message.offset)
-                self.metrics.undelivered.inc(len(found))  # offsets may hold control records
-                out.extend(found)
-            following[where] = max(expected, message.offset + 1)
-            out.append(event)
-        return out
-
-    async def read_stalled(self, highwaters: dict[tuple[str, int], int], items: ItemStore) -> None:
-        """Read directly what faust left undelivered at the end of a partition, and score it.
-
-        `with_undelivered` finds a skipped record when a later one is delivered; one at the end
-        of a partition that then goes quiet would wait for the next record. So a partition
-        whose scored position stays short of its high watermark (faust's, from its fetches)
-        with nothing delivered for `STALLED_SECONDS` is read from that position, at most
-        `STALLED_READ_MAX` records a tick. A partition faust is merely slow to deliver gets
-        its records scored here first and again when delivered: the clocks ignore repeats.
-        """
-        if self.scoring_turn.locked():
-            return  # a batch is under way (maybe held up by the broker): no stall to judge
-        now = time.monotonic()
-        for where, highwater in highwaters.items():
-            position = self.positions.get(where, self.resume_at.get(where))
-            since = self.delivered_at.setdefault(where, now)
-            if position is None or highwater <= position or now - since < STALLED_SECONDS:
-                continue
-            end = min(highwater, position + STALLED_READ_MAX)
-            log.warning(
-                "input %s[%s]: offsets %d to %d not delivered in %.0fs; reading them directly",
-                *where,
-                position,
-                end - 1,
-                now - since,
-            )
-            rebalances = self.rebalances
-            found = await self._read_range(*where, position, end)
-            if self.rebalances != rebalances:
-                return  # the partition may be another worker's now: its owner reads them
-            self.metrics.undelivered.inc(len(found))
-            self.delivered_at[where] = now
-            if found:
-                await self.handle_inputs(found, items)
-
-    async def note_resume_points(self, assigned: set[tuple[str, int]]) -> None:
-        """At an assignment, where delivery of each newly assigned input partition resumes.
-
-        Asked once for all of them, before the first batch (else the first batches of a
-        restarted worker each wait for an admin request). A failure only defers the question
-        to `with_undelivered`.
-        """
-        wanted = assigned - self.positions.keys()
-        if not wanted:
-            return
-        try:
-            found = await self.committed(wanted)
-        except (KafkaError, OSError, TimeoutError) as exc:  # the first batch asks again
-            log.warning("committed offsets of the assigned inputs not read: %r", exc)
-            return
-        for where, committed in found.items():
-            if where not in self.positions:  # else its first batch came first and checked it
-                self.resume_at[where] = committed or 0
 
     async def group_committed(
         self, wanted: set[tuple[str, int]]
@@ -460,28 +317,6 @@ class ScorerService:
             if meta is not None and meta.offset >= 0:
                 out[tp.topic, tp.partition] = meta.offset
         return out
-
-    async def _read_range(self, topic: str, number: int, start: int, end: int) -> list[EventT]:
-        tp = TopicPartition(topic, number)
-        reader = consumer(
-            self.settings,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id="gapwatch-holes",
-        )
-        await reader.start()
-        found: list[EventT] = []
-        try:
-            reader.assign([tp])
-            reader.seek(tp, start)
-            while await reader.position(tp) < end:
-                batch = await reader.getmany(tp, timeout_ms=2000, max_records=5000)
-                for record in batch.get(tp, []):
-                    if record.offset < end:
-                        found.append(cast(EventT, Undelivered(Record(topic, number, record))))
-        finally:
-            await reader.stop()
-        return found
 
     def _score(
         self,
@@ -545,31 +380,15 @@ class ScorerService:
         record = dead_letter(reason, detail, event, service)
         return (self.deadletter_topic, event.message.key or b"", record)
 
-    async def revoke_inputs(self, revoked: set[int]) -> None:
-        """A rebalance began, revoking these input partitions: a batch under way leaves their
-        writes (`_handle_inputs`), and a save under way reaches the changelog first, so that
-        the partitions' next owner recovers it (`save`)."""
-        self.revoked_inputs |= revoked
-        self.rebalances += 1
-        async with self.saving:
-            pass
+    def let_go_inputs(self, numbers: set[int]) -> None:
+        """Drop the clocks of input partitions that went to another worker (or may have).
 
-    def reassign_inputs(self, assigned: set[int]) -> None:
-        """After a rebalance: drop the clocks of input partitions that went to another worker.
-
-        A partition that comes back later must be restored from the store, not from memory
-        that the other worker's events have overtaken in the meantime. One revoked and given
-        straight back had no other owner, so its memory is still right.
+        A partition that comes back later is restored from its database, recovered from the
+        changelog, not from memory that the other worker's events may have overtaken.
         """
-        for number in self.revoked_inputs - assigned:
+        for number in numbers:
             self.clocks.pop(number, None)
             self.loaded.discard(number)
-        # Delivery of a revoked partition resumes from its committed offset, which another
-        # worker may have moved on: `with_undelivered` starts again from there.
-        for held in (self.positions, self.resume_at, self.delivered_at):
-            for where in [w for w in held if w[1] in self.revoked_inputs]:
-                del held[where]
-        self.revoked_inputs.clear()
 
     async def load_assigned(self, assigned: set[int], items: ItemStore) -> None:
         """Hold exactly the assigned partitions; restore every saved item of a new one.
@@ -943,14 +762,15 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     """Build the faust app (nothing runs until a worker starts it)."""
     registry = registry if registry is not None else CollectorRegistry()
     service = ScorerService(settings, registry)
-    prefix = settings.topic_prefix
     app = faust.App(
         # faust names its internal topics (changelogs, repartitions) after the app id, so the
         # topic prefix goes in too: isolated copies on one cluster never share state topics.
         settings.topic_prefix + settings.scorer_app_id,
         broker=f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
         broker_credentials=faust_credentials(settings),
-        store="rocksdb://",
+        # faust runs the worker (timers, web, shutdown); the stages read Kafka on their own
+        # consumer groups (`input_reader`, `segment_reader`) and keep no faust table.
+        store="memory://",
         datadir=str(settings.scorer_data_dir),
         topic_partitions=settings.kafka_partitions,
         topic_replication_factor=settings.kafka_replication_factor,
@@ -968,57 +788,28 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         table_standby_replicas=0,
-        topic_disable_leader=True,
+        # faust's leader topic is then all its consumer subscribes to: faust refuses to start
+        # with no topic at all, and its consumer group is otherwise idle.
     )
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    inputs = app.topic(*(topic_name(s, prefix) for s in INPUT_STREAMS), **raw)
-    # Created by the worker (internal), with the input topics' partition count.
-    segments = app.topic(
-        service.segment_topic, internal=True, partitions=settings.kafka_partitions, **raw
+    items = RocksItemStore(
+        settings.scorer_data_dir / "items", service.group_id + "-items-changelog"
     )
-    # Keys are item ids, values the clocks' saved form (`ItemClock.to_bytes`, JSON). Raw bytes:
-    # each log entry is kept encoded, so a save joins bytes instead of encoding the log again
-    # (values written by the earlier JSON codec are the same bytes and read back the same).
-    table = app.Table("items", key_type=str, value_type=bytes, partitions=settings.kafka_partitions)
-    items = TableItemStore(table)  # written in batches beside faust's per-key path
-    service.declare_topics = segments.maybe_declare
-    batch = settings.scorer_batch_events
-    wait = settings.scorer_batch_wait_seconds
+    reader = InputReader(service, items)
 
-    @app.agent(inputs)
-    async def clocks(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(batch, within=wait):
-            await service.handle_inputs(events, items)
+    async def declare_topics() -> None:
+        # The segment topic and the items changelog (compacted), with the inputs' partitions.
+        await ensure_named_topics(
+            settings,
+            {service.segment_topic: {}, items.changelog_topic: {"cleanup.policy": "compact"}},
+        )
 
-    tickets_topic = topic_name(Stream.TICKETS, prefix)
-    input_topics = {topic_name(s, prefix) for s in INPUT_STREAMS}
+    service.declare_topics = declare_topics
 
     @app.timer(interval=settings.scorer_tick_seconds)
     async def tick() -> None:
-        actives = app.assignor.assigned_actives()
-        assigned = {tp.partition for tp in actives if tp.topic == tickets_topic}
-        if assigned != service.loaded:
-            await service.load_assigned(assigned, items)
+        if reader.assigned != service.loaded:
+            await service.load_assigned(set(reader.assigned), items)
         await service.tick()
-        lag = 0
-        highwaters: dict[tuple[str, int], int] = {}
-        for tp in actives:
-            highwater = app.consumer.highwater(tp) if tp.topic in input_topics else None
-            if highwater is not None and highwater >= 0:
-                highwaters[tp.topic, tp.partition] = highwater
-                position = service.positions.get((tp.topic, tp.partition))
-                if position is not None:
-                    lag += max(0, highwater - position)
-        service.metrics.lag.set(lag)
-        if app.rebalancing or app.in_recovery:
-            service.delivered_at.clear()  # nothing is delivered meanwhile: no stall to count
-        else:
-            await service.read_stalled(highwaters, items)
 
     @app.timer(interval=settings.scorer_snapshot_seconds)
     async def snapshot() -> None:
@@ -1032,27 +823,25 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
-    @app.on_partitions_revoked.connect
-    async def _revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
-        # An input partition that comes back is restored from the store, not from memory that
-        # another worker's events may have overtaken in the meantime.
-        await service.revoke_inputs({tp.partition for tp in revoked if tp.topic in input_topics})
-
-    @app.on_partitions_assigned.connect
-    async def _assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
-        service.reassign_inputs({tp.partition for tp in assigned if tp.topic in input_topics})
-        await service.note_resume_points(
-            {(tp.topic, tp.partition) for tp in assigned if tp.topic in input_topics}
-        )
+    stages: list[asyncio.Task[Any]] = []
 
     @app.task
-    async def _start_output_and_windows() -> None:
-        await service.start()  # before the first batch, not in it
-        await SegmentReader(service).run()  # the windows stage, until the worker stops
+    async def _start_stages() -> None:
+        await service.start()  # the topics and the producer, before the first batch
+        # The windows stage, and the clocks stage, until the worker stops.
+        stages.extend(
+            asyncio.create_task(run(), name=name)
+            for name, run in (("windows", SegmentReader(service).run), ("clocks", reader.run))
+        )
+        await asyncio.gather(*stages)
 
     @app.on_before_shutdown.connect
-    async def _stop_producer(app_: Any, **_: Any) -> None:
+    async def _stop_stages(app_: Any, **_: Any) -> None:
+        for stage in stages:
+            stage.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)  # each commits what it handled
         await service.stop()
+        items.close(items.held)
 
     app.gapwatch_service = service  # type: ignore[attr-defined]
     return app

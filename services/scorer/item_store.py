@@ -1,38 +1,52 @@
-"""Where the scorer keeps each item's saved clock: the `items` table's RocksDB, one per input
-partition, and its changelog topic — written in batches, beside faust's per-key table path.
+"""Where the scorer keeps each item's saved clock: one RocksDB per input partition, and the items
+changelog topic (compacted) that any worker recovers a partition's database from.
 
-faust's table writes a changelog record per `table[key] = value` through its producer buffer
-(a future and a callback per key, flushed on its own schedule), and profiling showed that path
-at about a fifth of a worker's main thread. The scorer saves each touched item once per batch
-anyway, so it writes the same records itself: the batch's changelog records are sent and their
-acks awaited (`ScorerService.save`), then the values go into the partition's RocksDB with the
-newest changelog offset as the partition's persisted offset, as faust's `_on_changelog_sent`
-would set it. faust still owns the table's lifecycle: opening each partition's database at
-assignment, and recovering it from the changelog (from the persisted offset on) at start-up
-and after a rebalance — which also replays anything acknowledged on the changelog but not yet
-put locally when a worker died.
+A batch's saves go to the changelog first, acks awaited (`ScorerService.save`), then into the
+partition's database in one atomic write together with the newest changelog offset written:
+the database's *persisted offset*. A partition assigned to this worker is recovered
+(`recover`) from its persisted offset on, before any of its input is scored, so it holds every
+save acknowledged on the changelog, by this worker before a crash or by another worker while it
+held the partition.
 
-Keys are the item ids JSON-encoded, as faust's key codec writes them (it uses orjson too);
-values are the clocks' saved bytes, unencoded (the table's raw value type).
+This is what faust's `items` table did, and the topic is the table's changelog (same name), so
+saved state carries over from the faust-table scorer: a worker that has no database of its own
+yet recovers the whole partition from the changelog once.
+
+Keys are the item ids JSON-encoded (as faust's key codec wrote them); values are the clocks'
+saved bytes (`ItemClock.to_bytes`). The persisted offset sits under a key no JSON string can
+have.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+import logging
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
 
-import faust
 import orjson
-from faust.types import TP
+from aiokafka import TopicPartition
+from rocksdict import Options, Rdict, WriteBatch
+
+from gapwatch.kafka.clients import consumer
+from gapwatch.kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+PERSISTED_OFFSET_KEY = b"\x00changelog-offset"
+"""The database key of its persisted offset (item keys are JSON strings: they begin with `"`)."""
+RECOVERY_FETCH_RECORDS = 10_000
 
 
 def item_key(item_id: str) -> bytes:
-    """The table's key for an item: its id as faust's JSON key codec encodes it."""
+    """The database and changelog key of an item: its id as faust's JSON key codec encoded it."""
     return orjson.dumps(item_id)
 
 
 class ItemStore(Protocol):
-    """What the scorer needs of its item storage (a faust table, or a stand-in in tests)."""
+    """What the scorer needs of its item storage (`RocksItemStore`, or a stand-in in tests)."""
 
     changelog_topic: str
 
@@ -41,8 +55,8 @@ class ItemStore(Protocol):
     def write(self, partition: int, entries: Sequence[tuple[bytes, bytes]], offset: int) -> bool:
         """Put these (key, value) entries, acknowledged on the changelog up to `offset`.
 
-        False when this worker no longer holds the partition's database (faust let it go in a
-        rebalance): the entries are on the changelog, which the next holder recovers from.
+        False when this worker no longer holds the partition's database (a rebalance let it
+        go): the entries are on the changelog, which the next holder recovers from.
         """
         ...
 
@@ -51,35 +65,157 @@ class ItemStore(Protocol):
         ...
 
 
-class TableItemStore:
-    """The faust `items` table's RocksDB store, read and written per partition directly."""
+class PartitionNotHeld(LookupError):
+    """An item of an input partition whose database this worker has not opened was asked for."""
 
-    def __init__(self, table: faust.Table) -> None:
-        self.table = table
-        self.changelog_topic: str = table.changelog_topic.get_topic_name()
+
+class RocksItemStore:
+    """The databases of the input partitions this worker holds, under `directory`."""
+
+    def __init__(self, directory: Path, changelog_topic: str) -> None:
+        self.directory = directory / changelog_topic  # one per topic prefix
+        self.changelog_topic = changelog_topic
+        self.databases: dict[int, Rdict] = {}
 
     @property
-    def _store(self) -> Any:
-        return self.table.data  # faust's RocksDB `Store`: one database per partition
+    def held(self) -> set[int]:
+        return set(self.databases)
+
+    def _path(self, partition: int) -> Path:
+        return self.directory / f"partition-{partition}"
+
+    def _open(self, partition: int) -> Rdict:
+        database = self.databases.get(partition)
+        if database is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            options = Options(raw_mode=True)
+            options.create_if_missing(True)
+            database = self.databases[partition] = Rdict(str(self._path(partition)), options)
+        return database
+
+    def _drop(self, partition: int) -> None:
+        """Delete a partition's database (it is rebuilt from the changelog)."""
+        self.close([partition])
+        shutil.rmtree(self._path(partition), ignore_errors=True)
+
+    def close(self, partitions: Iterable[int]) -> None:
+        for partition in list(partitions):
+            database = self.databases.pop(partition, None)
+            if database is not None:
+                database.close()
+
+    def persisted_offset(self, partition: int) -> int | None:
+        raw = self._open(partition).get(PERSISTED_OFFSET_KEY)
+        return None if raw is None else int(raw)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        value: bytes | None = self._store._db_for_partition(partition).get(key)
+        database = self.databases.get(partition)
+        if database is None:
+            raise PartitionNotHeld(f"input partition {partition} is not held by this worker")
+        value: bytes | None = database.get(key)
         return value
 
     def write(self, partition: int, entries: Sequence[tuple[bytes, bytes]], offset: int) -> bool:
-        store = self._store
-        # `_dbs` holds the databases of the partitions faust has assigned; one it popped at a
-        # revocation must not be reopened here (faust reopens and recovers it if it comes back).
-        db = store._dbs.get(partition)
-        if db is None:
+        database = self.databases.get(partition)
+        if database is None:
             return False
+        batch = WriteBatch(raw_mode=True)
         for key, value in entries:
-            db.put(key, value)
-        store.set_persisted_offset(TP(self.changelog_topic, partition), offset)
+            batch.put(key, value)
+        batch.put(PERSISTED_OFFSET_KEY, str(offset).encode())
+        database.write(batch)
         return True
 
     def saved(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        # faust's own iteration covers every partition and decodes each value with its codec;
-        # a restore needs one partition and parses the value itself (`ItemClock.restore`).
-        store = self._store
-        yield from store._visible_items(store._db_for_partition(partition))
+        database = self.databases.get(partition)
+        if database is None:
+            return
+        for key, value in database.items():
+            if key != PERSISTED_OFFSET_KEY:
+                yield key, value
+
+    async def recover(self, settings: KafkaSettings, partitions: Iterable[int]) -> int:
+        """Open these partitions' databases and apply their changelog from each one's persisted
+        offset to the changelog's end; return the records applied.
+
+        A persisted offset at or past the changelog's end means the topic was deleted and made
+        again since (its offsets started over): that database is dropped and rebuilt from the
+        start.
+        """
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return 0
+        started = time.monotonic()
+        tps = {number: TopicPartition(self.changelog_topic, number) for number in wanted}
+        reader = consumer(
+            settings,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="gapwatch-items-recovery",
+        )
+        await reader.start()
+        applied = 0
+        try:
+            reader.assign(list(tps.values()))
+            ends = await reader.end_offsets(list(tps.values()))
+            remaining: dict[TopicPartition, int] = {}
+            for number, tp in tps.items():
+                persisted = self.persisted_offset(number)
+                if persisted is not None and persisted >= ends[tp]:
+                    log.warning(
+                        "items partition %d: persisted offset %d is past the changelog's end %d "
+                        "(the topic was made again): rebuilding it from the changelog",
+                        number,
+                        persisted,
+                        ends[tp],
+                    )
+                    self._drop(number)
+                    self._open(number)
+                    persisted = None
+                start = 0 if persisted is None else persisted + 1
+                if start < ends[tp]:
+                    reader.seek(tp, start)  # before the log's start: `earliest` moves it there
+                    remaining[tp] = ends[tp]
+                else:
+                    reader.pause(tp)
+            while remaining:
+                fetched = await reader.getmany(
+                    *remaining, timeout_ms=2000, max_records=RECOVERY_FETCH_RECORDS
+                )
+                for tp, records in fetched.items():
+                    applied += self._apply(tp.partition, records, remaining[tp])
+                for tp in list(remaining):
+                    # A compacted log has holes: the position, not the last offset, says done.
+                    if await reader.position(tp) >= remaining[tp]:
+                        del remaining[tp]
+                        reader.pause(tp)
+        finally:
+            await reader.stop()
+        log.info(
+            "recovered items partitions %s from the changelog: %d records in %.1fs",
+            wanted,
+            applied,
+            time.monotonic() - started,
+        )
+        return applied
+
+    def _apply(self, partition: int, records: Sequence[object], end: int) -> int:
+        batch = WriteBatch(raw_mode=True)
+        newest = None
+        count = 0
+        for record in records:
+            offset: int = record.offset  # type: ignore[attr-defined]
+            if offset >= end:
+                break
+            key: bytes = record.key  # type: ignore[attr-defined]
+            value: bytes | None = record.value  # type: ignore[attr-defined]
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+            newest = offset
+            count += 1
+        if newest is not None:
+            batch.put(PERSISTED_OFFSET_KEY, str(newest).encode())
+            self._open(partition).write(batch)
+        return count

@@ -105,11 +105,6 @@ class ScorerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
-        self.undelivered = Counter(
-            "gapwatch_scorer_undelivered_records_total",
-            "Input records the consumer skipped, found by their offsets and read directly.",
-            registry=registry,
-        )
         self.lag = Gauge(
             "gapwatch_scorer_consumer_lag",
             "Records behind the end of the input topics, summed over assigned partitions.",

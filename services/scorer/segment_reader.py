@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from faust.types import EventT
 
-from gapwatch.kafka.clients import consumer
+from gapwatch_scorer.input_reader import consumer_lag, stage_consumer, start_where_faust_left
 from gapwatch_scorer.records import Record, Undelivered
 
 if TYPE_CHECKING:
@@ -45,19 +45,7 @@ class SegmentReader:
         self.reader: AIOKafkaConsumer | None = None
 
     def _consumer(self) -> AIOKafkaConsumer:
-        settings = self.service.settings
-        return consumer(
-            settings,
-            group_id=self.group_id,
-            group_instance_id=settings.scorer_instance_id,
-            client_id="gapwatch-windows",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # As the faust group: a worker killed -9 holds its partitions this long at most.
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-            max_poll_records=settings.scorer_batch_events,
-        )
+        return stage_consumer(self.service.settings, self.group_id, "gapwatch-windows")
 
     async def run(self) -> None:
         while True:
@@ -82,7 +70,7 @@ class SegmentReader:
         topic = self.service.segment_topic
         while True:
             batch = await reader.getmany(timeout_ms=1000)
-            await self._export_lag(reader)
+            self.service.metrics.windows_lag.set(await consumer_lag(reader))
             events = [
                 cast(EventT, Undelivered(Record(topic, tp.partition, record)))
                 for tp, records in batch.items()
@@ -99,34 +87,6 @@ class SegmentReader:
                 # (its windows are rebuilt up to the committed offset, so nothing is lost).
                 log.info("windows offsets not committed (%r): a rebalance is under way", exc)
 
-    async def _export_lag(self, reader: AIOKafkaConsumer) -> None:
-        lag = 0
-        for tp in reader.assignment():
-            end = reader.highwater(tp)
-            if end is None:
-                continue  # not fetched yet
-            try:
-                lag += max(0, end - await reader.position(tp))
-            except IllegalStateError:
-                continue  # revoked meanwhile
-        self.service.metrics.windows_lag.set(lag)
-
-    async def start_where_faust_left(self, reader: AIOKafkaConsumer, assigned: set[Any]) -> None:
-        """Seek each assigned partition with no commit in this group to faust's commit, if any."""
-        topic = self.service.segment_topic
-        fresh = [tp for tp in assigned if await reader.committed(tp) is None]
-        if not fresh:
-            return
-        try:
-            found = await self.service.group_committed({(topic, tp.partition) for tp in fresh})
-        except (KafkaError, OSError, TimeoutError) as exc:
-            log.warning("faust's offsets of the segment topic not read (%r): from the start", exc)
-            return
-        for tp in fresh:
-            offset = found.get((topic, tp.partition))
-            if offset is not None:
-                reader.seek(tp, offset)
-
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: SegmentReader) -> None:
@@ -139,4 +99,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         reader = self.owner.reader
         if reader is not None:
-            await self.owner.start_where_faust_left(reader, assigned)
+            await start_where_faust_left(self.owner.service, reader, assigned)

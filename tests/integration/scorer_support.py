@@ -86,9 +86,6 @@ def bulk_load(kafka: KafkaSettings, path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-FAUST_OFFSET_KEY = b"__faust\0offset__"  # where faust keeps a partition's persisted offset
-
-
 async def saved_items_and_changelog(
     kafka: KafkaSettings, work: Path, name: str
 ) -> tuple[
@@ -100,21 +97,19 @@ async def saved_items_and_changelog(
     newest value, newest offset) per partition.
     """
     from aiokafka import TopicPartition
-    from rocksdict import Options, Rdict
 
     from gapwatch.kafka.clients import consumer
+    from gapwatch_scorer.item_store import RocksItemStore
     from gapwatch_scorer.settings import ScorerSettings
 
-    local: dict[int, tuple[dict[bytes, bytes], int | None]] = {}
-    for path in sorted((work / f"state-{name}" / "v1" / "tables").glob("items-*.db")):
-        db = Rdict(str(path), options=Options(raw_mode=True))
-        try:
-            saved = dict(db.items())
-        finally:
-            db.close()
-        offset = saved.pop(FAUST_OFFSET_KEY, None)
-        local[int(path.stem.split("-")[1])] = (saved, None if offset is None else int(offset))
     topic = f"{kafka.topic_prefix}{ScorerSettings().scorer_app_id}-items-changelog"
+    store = RocksItemStore(work / f"state-{name}" / "items", topic)
+    local: dict[int, tuple[dict[bytes, bytes], int | None]] = {}
+    for number in range(kafka.kafka_partitions):
+        if (store.directory / f"partition-{number}").exists():
+            store._open(number)
+            local[number] = (dict(store.saved(number)), store.persisted_offset(number))
+    store.close(store.held)
     reader = consumer(kafka, enable_auto_commit=False)
     await reader.start()
     logged: dict[int, tuple[dict[bytes, bytes], int]] = {}

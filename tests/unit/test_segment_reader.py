@@ -1,70 +1,23 @@
-"""The windows stage's reader, with a stand-in consumer (the live tests run it on the broker)."""
+"""The windows stage's reader and what it shares with the input reader, with a stand-in
+consumer (the live tests run them on the broker)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
 from gapwatch_scorer.app import ScorerService
+from gapwatch_scorer.input_reader import consumer_lag, start_where_faust_left
 from gapwatch_scorer.segment_reader import SegmentReader
 from gapwatch_scorer.settings import ScorerSettings
+from tests.scorer_stand_ins import Rec, StandInConsumer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Rec:
-    offset: int
-    value: bytes
-    key: bytes = b"team=t1"
-    timestamp: int = 0
-
-
-class StandInConsumer:
-    """Hands out the given batches, then blocks; records commits (the first one may fail)."""
-
-    def __init__(self, batches: list[dict[TopicPartition, list[Rec]]], fail_first_commit: bool):
-        self.batches = batches
-        self.commits: list[dict[TopicPartition, int]] = []
-        self.fail_first_commit = fail_first_commit
-        self.own: dict[TopicPartition, int | None] = {}
-        self.seeks: dict[TopicPartition, int] = {}
-        self.ends: dict[TopicPartition, int | None] = {}
-        self.positions: dict[TopicPartition, int] = {}
-
-    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Rec]]:
-        if self.batches:
-            return self.batches.pop(0)
-        await asyncio.sleep(3600)
-        return {}
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if self.fail_first_commit:
-            self.fail_first_commit = False
-            raise CommitFailedError("rebalanced")
-        self.commits.append(offsets)
-
-    async def committed(self, tp: TopicPartition) -> int | None:
-        return self.own.get(tp)
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks[tp] = offset
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.ends)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.ends[tp]
-
-    async def position(self, tp: TopicPartition) -> int:
-        return self.positions[tp]
 
 
 def service() -> ScorerService:
@@ -116,16 +69,15 @@ async def test_a_partition_new_to_the_group_starts_where_fausts_group_left_it():
     svc.group_committed = group_committed  # type: ignore[method-assign]
     reader = StandInConsumer([], fail_first_commit=False)
     reader.own[p0] = 7
-    await SegmentReader(svc).start_where_faust_left(reader, {p0, p1, p2})  # type: ignore[arg-type]
+    await start_where_faust_left(svc, reader, {p0, p1, p2})  # type: ignore[arg-type]
     assert reader.seeks == {p1: 40}  # p2: never committed anywhere, the reset policy applies
 
 
-async def test_the_windows_lag_is_exported_from_each_assigned_partitions_end_and_position():
+async def test_the_lag_is_summed_from_each_assigned_partitions_end_and_position():
     svc = service()
     topic = svc.segment_topic
     p0, p1, p2 = (TopicPartition(topic, n) for n in range(3))
     reader = StandInConsumer([], fail_first_commit=False)
     reader.ends = {p0: 120, p1: 7, p2: None}  # p2 not fetched yet
     reader.positions = {p0: 100, p1: 7, p2: 0}
-    await SegmentReader(svc)._export_lag(reader)  # type: ignore[arg-type]
-    assert svc.metrics.windows_lag._value.get() == 20
+    assert await consumer_lag(reader) == 20  # type: ignore[arg-type]

@@ -46,7 +46,22 @@ async def ensure_topics(
     settings: KafkaSettings, streams: Iterable[Stream] = tuple(Stream)
 ) -> dict[str, int]:
     """Create missing topics; verify existing ones. Returns topic -> partition count."""
-    wanted = {topic_name(s, settings.topic_prefix): s for s in streams}
+    return await ensure_named_topics(
+        settings,
+        {
+            topic_name(s, settings.topic_prefix): (
+                {"retention.ms": str(_RETENTION_MS[s])} if s in _RETENTION_MS else {}
+            )
+            for s in streams
+        },
+    )
+
+
+async def ensure_named_topics(
+    settings: KafkaSettings, wanted: dict[str, dict[str, str]]
+) -> dict[str, int]:
+    """Create the missing ones of these topics (name -> topic configs), each with the configured
+    partition count; verify that existing ones have it. Returns topic -> partition count."""
     admin = admin_client(settings)
     await admin.start()
     try:
@@ -56,11 +71,9 @@ async def ensure_topics(
                 name=name,
                 num_partitions=settings.kafka_partitions,
                 replication_factor=settings.kafka_replication_factor,
-                topic_configs=(
-                    {"retention.ms": str(_RETENTION_MS[stream])} if stream in _RETENTION_MS else {}
-                ),
+                topic_configs=configs,
             )
-            for name, stream in wanted.items()
+            for name, configs in wanted.items()
             if name not in existing
         ]
         if missing:
