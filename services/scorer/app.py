@@ -45,6 +45,7 @@ from gapwatch.core.promises import PromiseKind
 from gapwatch.core.scoring import (
     STREAM_ITEM_KIND,
     LateEvent,
+    OpenCounts,
     Scoring,
     ScoringConfig,
     observe_gap,
@@ -509,28 +510,44 @@ class ScorerService:
                 _report_unreadable(part.scoring)
         await self.produce(records)
 
-    def export_open_counts(self) -> list[tuple[str, bytes, bytes]]:
+    async def export_open_counts(self) -> list[tuple[str, bytes, bytes]]:
         """Open / at-risk / overdue gauges of this worker's items, and their snapshot records.
 
-        A segment whose last open promise closed gets one record of zeros, so a reader of the
-        scores topic (the alerter) sees overdue counts fall to 0 instead of keeping the last.
+        Counting visits every item in memory, so it pauses every few thousand items and lets
+        the input batches run between (a million items would otherwise hold the loop for most
+        of a second each snapshot). A segment whose last open promise closed gets one record of
+        zeros, so a reader of the scores topic (the alerter) sees overdue counts fall to 0
+        instead of keeping the last.
         """
+        counted: dict[int, dict[tuple[Any, PromiseKind], OpenCounts]] = {}
+        for number, part in list(self.clocks.items()):
+            if number in self.loading:
+                continue  # half restored: readers keep the counts last published for it
+            counts: dict[tuple[Any, PromiseKind], OpenCounts] = {}
+            for _ in part.scoring.count_open(counts):
+                await asyncio.sleep(0)
+            if self.clocks.get(number) is part and number not in self.loading:
+                counted[number] = counts  # else let go (or reloading) meanwhile
         records = []
         gauge = self.metrics.open
         gauge.clear()
         as_of = datetime.now(UTC).isoformat()
-        for number, part in self.clocks.items():
-            if number in self.loading:
-                continue  # half restored: readers keep the counts last published for it
+        for number, counts in counted.items():
             published: set[tuple[Any, PromiseKind]] = set()
-            for (segment, kind), counts in part.scoring.open_counts().items():
+            for (segment, kind), open_counts in counts.items():
                 values = [v for _, v in segment]
                 for state in ("open", "at_risk", "overdue"):
-                    gauge.labels(*values, kind.value, state).inc(getattr(counts, state))
+                    gauge.labels(*values, kind.value, state).inc(getattr(open_counts, state))
                 published.add((segment, kind))
                 records.append(
                     self._open_record(
-                        number, segment, kind, as_of, counts.open, counts.at_risk, counts.overdue
+                        number,
+                        segment,
+                        kind,
+                        as_of,
+                        open_counts.open,
+                        open_counts.at_risk,
+                        open_counts.overdue,
                     )
                 )
             for segment, kind in self.open_published.get(number, set()) - published:
@@ -813,7 +830,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
 
     @app.timer(interval=settings.scorer_snapshot_seconds)
     async def snapshot() -> None:
-        await service.produce(service.snapshot_records() + service.export_open_counts())
+        await service.produce(service.snapshot_records() + await service.export_open_counts())
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

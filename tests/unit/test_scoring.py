@@ -67,6 +67,22 @@ def test_idle_item_breaches_when_time_passes(config: ScoringConfig):
     assert overdue == 1
 
 
+def test_open_counts_in_steps_pause_every_step_and_survive_items_added_meanwhile(
+    config: ScoringConfig,
+):
+    scoring = Scoring(config)
+    for n in range(7):
+        scoring.process(ticket(f"T-{n}", T0 + timedelta(minutes=n)))
+    want = scoring.open_counts()
+    counts: dict[Any, Any] = {}
+    steps = scoring.count_open(counts, step=3)
+    next(steps)  # paused after the first 3 items
+    scoring.process(ticket("T-new", T0 + timedelta(minutes=8)))  # a batch runs meanwhile
+    assert sum(1 for _ in steps) == 2  # 7 items in steps of 3: two more pauses
+    assert counts == want  # the item added meanwhile waits for the next count
+    assert scoring.open_counts() != want
+
+
 def test_events_beyond_the_grace_period_are_refused(config: ScoringConfig):
     scoring = Scoring(config)
     scoring.process(ticket("T-1", T0 + timedelta(hours=1)))

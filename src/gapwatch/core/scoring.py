@@ -292,21 +292,39 @@ class Scoring:
 
     def open_counts(self) -> dict[tuple[tuple[tuple[str, str], ...], PromiseKind], OpenCounts]:
         """Open, at-risk and overdue-open promises per (segment, promise kind), right now."""
-        assert self.keyer is not None
         counts: dict[tuple[tuple[tuple[str, str], ...], PromiseKind], OpenCounts] = {}
-        for clock in self.items.values():
-            if clock.closed or clock.item_kind is None:
-                continue
-            segment = self.keyer.key(clock.segment)
-            for kind, state in clock.open_states():
-                c = counts.setdefault((segment, kind), OpenCounts())
-                if state == "overdue":
-                    c.overdue += 1
-                else:
-                    c.open += 1
-                    if state == "at_risk":
-                        c.at_risk += 1
+        for _ in self.count_open(counts):
+            pass
         return counts
+
+    def count_open(
+        self,
+        counts: dict[tuple[tuple[tuple[str, str], ...], PromiseKind], OpenCounts],
+        step: int = 5000,
+    ) -> Iterator[None]:
+        """`open_counts` into `counts`, pausing (yielding) after every `step` items.
+
+        It visits every item: with a million of them that is most of a second, which a caller
+        on an event loop spreads out by letting other work run at each pause. Items added
+        meanwhile are counted at the next call; a clock that changes meanwhile is counted in
+        whatever state it is in when visited.
+        """
+        assert self.keyer is not None
+        clocks = list(self.items.values())
+        for start in range(0, len(clocks), step):
+            for clock in clocks[start : start + step]:
+                if clock.closed or clock.item_kind is None:
+                    continue
+                segment = self.keyer.key(clock.segment)
+                for kind, state in clock.open_states():
+                    c = counts.setdefault((segment, kind), OpenCounts())
+                    if state == "overdue":
+                        c.overdue += 1
+                    else:
+                        c.open += 1
+                        if state == "at_risk":
+                            c.at_risk += 1
+            yield
 
     def snapshot(self, now: datetime) -> Snapshot:
         windows = self._windows(now)
