@@ -73,6 +73,7 @@ class InputReader:
         self.handled: dict[TopicPartition, int] = {}
         """Next offset to commit per input partition (its events' saves are acknowledged)."""
         self.committed_at = 0.0
+        self.committing: asyncio.Task[None] | None = None
 
     def _consumer(self) -> AIOKafkaConsumer:
         return stage_consumer(
@@ -103,6 +104,8 @@ class InputReader:
                 await asyncio.sleep(RESTART_SECONDS)
             finally:
                 self.reader = None
+                if self.committing is not None:
+                    self.committing.cancel()
                 await reader.stop()
 
     async def _read(self, reader: AIOKafkaConsumer) -> None:
@@ -125,9 +128,17 @@ class InputReader:
                                 self.handled[tp] = records[-1].offset + 1
                     else:
                         self._fetch_again(reader, batch)
-            if time.monotonic() - self.committed_at >= COMMIT_SECONDS:
-                await self.commit(reader)
-                service.metrics.lag.set(await consumer_lag(reader))
+            if time.monotonic() - self.committed_at >= COMMIT_SECONDS and not self.committing:
+                # Beside the reading, not in its way: a commit is a round trip to the broker.
+                self.committed_at = time.monotonic()
+                self.committing = asyncio.create_task(self._commit_and_export_lag(reader))
+
+    async def _commit_and_export_lag(self, reader: AIOKafkaConsumer) -> None:
+        try:
+            await self.commit(reader)
+            self.service.metrics.lag.set(await consumer_lag(reader))
+        finally:
+            self.committing = None
 
     @staticmethod
     def _fetch_again(reader: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
@@ -140,7 +151,9 @@ class InputReader:
                 reader.seek(tp, records[0].offset)
 
     async def commit(self, reader: AIOKafkaConsumer) -> None:
-        self.committed_at = time.monotonic()
+        """Commit the offsets handled so far (after any commit still on its way)."""
+        if self.committing is not None and self.committing is not asyncio.current_task():
+            await asyncio.wait([self.committing])
         if not self.handled:
             return
         offsets, self.handled = self.handled, {}
@@ -150,6 +163,11 @@ class InputReader:
             # The group moved on (a rebalance): the partitions' next owner reads these events
             # again, and their clocks ignore what they already hold.
             log.info("input offsets not committed (%r): a rebalance is under way", exc)
+        except (KafkaError, OSError) as exc:
+            # The broker is away: the next commit carries these offsets (or newer ones).
+            log.warning("input offsets not committed (%r): trying again with the next", exc)
+            for tp, offset in offsets.items():
+                self.handled[tp] = max(offset, self.handled.get(tp, 0))
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         """A rebalance begins: finish the batch under way (its saves included) and commit."""

@@ -65,14 +65,11 @@ class ScorerSettings(KafkaSettings):
         "as in replay).",
     )
     scorer_batch_events: int = Field(
-        default=500, ge=1, le=100_000, description="Most input events handled as one batch."
-    )
-    scorer_batch_wait_seconds: float = Field(
-        default=0.05,
-        gt=0,
-        le=5,
-        description="How long a batch waits for more events before it is handled anyway "
-        "(faust's `take_events` `within`): longer batches more, shorter answers sooner.",
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Most input events handled as one batch (a batch is whatever has arrived, "
+        "up to this many: it never waits for more while events are waiting).",
     )
 
     def segment_labels(self) -> tuple[str, ...]:
