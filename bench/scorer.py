@@ -8,9 +8,9 @@ Prints:
      score, produce the gap events, save each touched item (RocksDB + changelog);
   3. latency from input append to gap-event append at about half the scorer's rate (p50/p99);
   4. memory per open promise, in-process, with --items open tickets (two promises each);
-  5. restart time of a worker holding --restart-items items in its table: written straight to
-     the table's changelog, recovered by a cold start, then the worker is killed -9 and
-     started again on its local RocksDB.
+  5. restart time of a worker holding --restart-items items: written straight to the items
+     changelog, recovered by a cold start, then the worker is killed -9 and started again on
+     its local RocksDB.
 
     .venv/bin/python -m bench.scorer [--events 60000] [--items 1000000] [--restart-items 1000000]
     .venv/bin/python -m bench.scorer --only restart --restart-items 1000000
