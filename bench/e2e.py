@@ -73,6 +73,7 @@ from gapwatch.kafka.settings import KafkaSettings
 from gapwatch.kafka.topics import ensure_topics
 from gapwatch.simulate import EVENTS_PER_ITEM
 from gapwatch.simulation import TICKET_TEAMS, Scenario, Simulator
+from gapwatch_scorer.input_reader import GROUP_SUFFIX as CLOCKS_GROUP_SUFFIX
 
 TOKEN = "bench-token"
 GOAL = 20_000.0  # events/s end to end, issue #6
@@ -419,11 +420,11 @@ class Observer:
         return sum((await self.offsets.end_offsets(self.parts(*streams))).values())
 
     async def lag(self) -> int:
-        """Input records not yet committed by the scorer's consumer group."""
+        """Input records not yet committed by the scorer's input reader (its clocks stage)."""
         parts = self.parts(*INPUT_STREAMS)
         ends = await self.offsets.end_offsets(parts)
         committed = await self.admin.list_consumer_group_offsets(
-            self.settings.topic_prefix + SCORER_APP_ID, partitions=parts
+            self.settings.topic_prefix + SCORER_APP_ID + CLOCKS_GROUP_SUFFIX, partitions=parts
         )
         done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
         return sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 RESTART_SECONDS = 1.0
 """Pause before the reader starts again after an unexpected error."""
+GROUP_SUFFIX = "-clocks"
+"""The input reader's consumer group is the scorer's group id with this appended."""
 COMMIT_SECONDS = 1.0
 """How often the offsets of handled batches are committed (and at every revocation)."""
 
@@ -61,7 +63,7 @@ class InputReader:
     def __init__(self, service: ScorerService, items: RocksItemStore) -> None:
         self.service = service
         self.items = items
-        self.group_id = service.group_id + "-clocks"
+        self.group_id = service.group_id + GROUP_SUFFIX
         self.topics = [topic_name(s, service.settings.topic_prefix) for s in INPUT_STREAMS]
         self.reader: AIOKafkaConsumer | None = None
         self.generation = 0
