@@ -80,6 +80,13 @@ class StandInConsumer:
         self.seeks: dict[TopicPartition, int] = {}
         self.ends: dict[TopicPartition, int | None] = {}
         self.positions: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
 
     async def getmany(self, timeout_ms: int = 0, **_: object) -> dict[TopicPartition, list[Rec]]:
         if self.batches:

@@ -57,7 +57,7 @@ from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
 from gapwatch.kafka.topics import ensure_named_topics
 from gapwatch_scorer.input_reader import InputReader
-from gapwatch_scorer.item_store import ItemStore, RocksItemStore, item_key
+from gapwatch_scorer.item_store import ItemStore, PartitionNotHeld, RocksItemStore, item_key
 from gapwatch_scorer.metrics import ScorerMetrics
 from gapwatch_scorer.segment_reader import SegmentReader
 from gapwatch_scorer.settings import ScorerSettings
@@ -262,6 +262,8 @@ class ScorerService:
         for event in events:
             try:
                 self._score(event, items, records, touched)
+            except PartitionNotHeld:
+                raise  # not this event's fault: the reader starts again, nothing committed
             except Exception as exc:  # one event must not stop the partition
                 # A bug met by one event: keep the event (dead letter with its bytes) and go on,
                 # rather than crash the reader and leave the batch behind.
@@ -419,7 +421,7 @@ class ScorerService:
                 self.loading.discard(number)
                 if collecting:
                     gc.enable()
-            if restored is None:
+            if restored is None or self.rebalances != rebalances:
                 self.clocks.pop(number, None)  # a rebalance began: load it again when it ends
                 return
             self.loaded.add(number)
@@ -824,7 +826,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
 
     @app.timer(interval=settings.scorer_tick_seconds)
     async def tick() -> None:
-        if reader.assigned != service.loaded:
+        if reader.settled and reader.assigned != service.loaded:
             await service.load_assigned(set(reader.assigned), items)
         await service.tick()
 

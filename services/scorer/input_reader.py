@@ -9,10 +9,12 @@ never waits for more while events are waiting) to `ScorerService.handle_inputs`.
 
 Partitions: the input topics are co-partitioned by item id, and the range assignor gives each
 worker the same partition numbers of every input topic; each number has one engine and one
-item database (`RocksItemStore`). A partition assigned is recovered from the items changelog
-before any of its input is read; its clocks are then restored in the background by the tick
-timer (`ScorerService.load_assigned`), while its events are scored (an item's first event loads
-its clock from the database).
+item database (`RocksItemStore`). The assignment callback pauses every assigned partition and
+returns (aiokafka sends no heartbeats while it runs); a background task then catches each
+partition's database up with the items changelog and resumes it. Its clocks are then restored
+by the tick timer (`ScorerService.load_assigned`) while its events are scored (an item's first
+event loads its clock from the database). Records aiokafka hands over for a partition not yet
+recovered are sought back to, not scored.
 
 Offsets: committed every `COMMIT_SECONDS` and at each revocation, only ever up to events whose
 gap events and saves are acknowledged (at-least-once; a re-read event is ignored by its clock
@@ -76,6 +78,10 @@ class InputReader:
         """Next offset to commit per input partition (its events' saves are acknowledged)."""
         self.committed_at = 0.0
         self.committing: asyncio.Task[None] | None = None
+        self.recovering: asyncio.Task[None] | None = None
+        self.failure: Exception | None = None
+        self.fetched: dict[TopicPartition, int] = {}
+        """Next offset to fetch per input partition held (for the lag gauge)."""
 
     def _consumer(self) -> AIOKafkaConsumer:
         return stage_consumer(
@@ -88,6 +94,7 @@ class InputReader:
 
     async def run(self) -> None:
         while True:
+            self.failure = None
             reader = self.reader = self._consumer()
             try:
                 reader.subscribe(self.topics, listener=_Rebalance(self))
@@ -101,21 +108,33 @@ class InputReader:
             except Exception:
                 log.exception("input reader failed; starting again in %.0fs", RESTART_SECONDS)
                 # It rejoins with nothing: whatever it is given is recovered and restored anew.
-                self._let_go(set(self.assigned) | self.revoking)
+                self._let_go(set(self.assigned) | self.revoking | self.items.held)
                 self.revoking.clear()
+                self.handled.clear()
                 await asyncio.sleep(RESTART_SECONDS)
             finally:
                 self.reader = None
-                if self.committing is not None:
-                    self.committing.cancel()
+                for task in (self.committing, self.recovering):
+                    if task is not None:
+                        task.cancel()
                 await reader.stop()
 
     async def _read(self, reader: AIOKafkaConsumer) -> None:
         service = self.service
         batch_events = service.settings.scorer_batch_events
         while True:
+            if self.failure is not None:
+                raise self.failure  # a recovery failed: start again (rejoin) from scratch
             batch = await reader.getmany(timeout_ms=1000, max_records=batch_events)
             generation = self.generation  # of the assignment the batch was fetched under
+            if early := {tp: r for tp, r in batch.items() if tp.partition not in self.assigned}:
+                # aiokafka hands over the new assignment's records before the assignment
+                # callback has paused them; a partition not yet recovered waits for it.
+                self._fetch_again(reader, early)
+                batch = {tp: r for tp, r in batch.items() if tp not in early}
+            for tp, records in batch.items():
+                if records:
+                    self.fetched[tp] = records[-1].offset + 1
             events = [
                 cast(EventT, Undelivered(Record(tp.topic, tp.partition, record)))
                 for tp, records in batch.items()
@@ -137,10 +156,20 @@ class InputReader:
 
     async def _commit_and_export_lag(self, reader: AIOKafkaConsumer) -> None:
         try:
+            self.service.metrics.lag.set(self._lag(reader))
             await self.commit(reader)
-            self.service.metrics.lag.set(await consumer_lag(reader))
         finally:
             self.committing = None
+
+    def _lag(self, reader: AIOKafkaConsumer) -> int:
+        """Records between what was fetched and the high watermark, over the partitions held
+        (no broker request: a revocation waits for the commit task)."""
+        lag = 0
+        for tp in reader.assignment():
+            end, fetched = reader.highwater(tp), self.fetched.get(tp)
+            if end is not None and fetched is not None:
+                lag += max(0, end - fetched)
+        return lag
 
     @staticmethod
     def _fetch_again(reader: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
@@ -175,31 +204,81 @@ class InputReader:
         """A rebalance begins: finish the batch under way (its saves included) and commit."""
         self.generation += 1
         self.service.rebalances += 1  # a restore under way stops; it starts again after
+        if self.recovering is not None:
+            self.recovering.cancel()  # each write is whole: the next recovery goes on from it
+            await asyncio.wait([self.recovering])
+        self.fetched.clear()
         async with self.service.scoring_turn:
             if self.reader is not None:
                 await self.commit(self.reader)
             self.handled.clear()
             self.revoking |= {tp.partition for tp in revoked}
 
+    @property
+    def settled(self) -> bool:
+        """No recovery under way: `assigned` is the assignment's (the tick restores it)."""
+        return self.recovering is None or self.recovering.done()
+
     def _let_go(self, numbers: set[int]) -> None:
         self.service.let_go_inputs(numbers)
         self.assigned -= numbers
         self.items.close(numbers)
 
-    async def assigned_partitions(self, assigned: set[TopicPartition]) -> None:
-        """Let go of the partitions revoked and not given back (one given straight back had no
-        other owner meanwhile: its clocks and database are still right); recover the new ones'
-        databases from the changelog; start where faust's group left where nothing is committed."""
+    def assigned_partitions(self, assigned: set[TopicPartition]) -> None:
+        """Pause the assigned partitions, let go of the ones revoked and not given back, and
+        recover the rest in the background (`_recover`), which resumes them.
+
+        Not awaited work: aiokafka sends no heartbeats while this callback runs, so a recovery
+        here longer than the session timeout would cost the worker its membership.
+        """
+        if self.reader is not None:
+            self.reader.pause(*assigned)  # before any await: nothing is read until recovered
         numbers = {tp.partition for tp in assigned}
         by_topic = {t: {tp.partition for tp in assigned if tp.topic == t} for t in self.topics}
         if any(held != numbers for held in by_topic.values()):
             log.error("input topics assigned unevenly (not co-partitioned?): %s", by_topic)
         self._let_go(self.revoking - numbers)
         self.revoking.clear()
-        await self.items.recover(self.service.settings, numbers - self.items.held)
-        self.assigned = numbers
+        self.assigned = set()  # scored again once recovered; the clocks kept stay in memory
         if self.reader is not None:
-            await start_where_faust_left(self.service, self.reader, assigned)
+            self.recovering = asyncio.create_task(
+                self._recover(self.reader, assigned, self.generation)
+            )
+
+    async def _recover(
+        self, reader: AIOKafkaConsumer, assigned: set[TopicPartition], generation: int
+    ) -> None:
+        """Bring every assigned partition's database up to its changelog's end (a catch-up of
+        nothing for one this worker kept), start where faust's group left where nothing is
+        committed, then resume reading them.
+
+        A partition kept whose changelog moved on meanwhile had another owner after all (this
+        worker was out of the group for a while): its clocks in memory are dropped, and the
+        tick restores them from the recovered database.
+        """
+        numbers = {tp.partition for tp in assigned}
+        kept = set(self.service.clocks) & numbers
+        while True:
+            try:
+                applied = await self.items.recover(self.service.settings, numbers)
+                await start_where_faust_left(self.service, reader, assigned)
+                break
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning(
+                    "recovering input partitions %s failed (%r); again", sorted(numbers), exc
+                )
+                await asyncio.sleep(RESTART_SECONDS)
+            except Exception as exc:
+                log.exception("recovering input partitions %s failed", sorted(numbers))
+                self.failure = exc
+                return
+        if self.generation != generation:
+            return  # revoked meanwhile: the next assignment recovers again
+        if moved := {n for n in kept if applied.get(n)}:
+            log.warning("input partitions %s changed under another owner: restored again", moved)
+            self.service.let_go_inputs(moved)
+        self.assigned = numbers
+        reader.resume(*assigned)
 
 
 def stage_consumer(
@@ -263,4 +342,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.owner.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.owner.assigned_partitions(assigned)
+        self.owner.assigned_partitions(assigned)

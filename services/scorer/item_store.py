@@ -134,17 +134,18 @@ class RocksItemStore:
             if key != PERSISTED_OFFSET_KEY:
                 yield key, value
 
-    async def recover(self, settings: KafkaSettings, partitions: Iterable[int]) -> int:
+    async def recover(self, settings: KafkaSettings, partitions: Iterable[int]) -> dict[int, int]:
         """Open these partitions' databases and apply their changelog from each one's persisted
-        offset to the changelog's end; return the records applied.
+        offset to the changelog's end; return the records applied to each.
 
         A persisted offset at or past the changelog's end means the topic was deleted and made
         again since (its offsets started over): that database is dropped and rebuilt from the
         start.
         """
         wanted = sorted(set(partitions))
+        applied = dict.fromkeys(wanted, 0)
         if not wanted:
-            return 0
+            return applied
         started = time.monotonic()
         tps = {number: TopicPartition(self.changelog_topic, number) for number in wanted}
         reader = consumer(
@@ -154,7 +155,6 @@ class RocksItemStore:
             client_id="gapwatch-items-recovery",
         )
         await reader.start()
-        applied = 0
         try:
             reader.assign(list(tps.values()))
             ends = await reader.end_offsets(list(tps.values()))
@@ -183,7 +183,7 @@ class RocksItemStore:
                     *remaining, timeout_ms=2000, max_records=RECOVERY_FETCH_RECORDS
                 )
                 for tp, records in fetched.items():
-                    applied += self._apply(tp.partition, records, remaining[tp])
+                    applied[tp.partition] += self._apply(tp.partition, records, remaining[tp])
                 for tp in list(remaining):
                     # A compacted log has holes: the position, not the last offset, says done.
                     if await reader.position(tp) >= remaining[tp]:
@@ -194,7 +194,7 @@ class RocksItemStore:
         log.info(
             "recovered items partitions %s from the changelog: %d records in %.1fs",
             wanted,
-            applied,
+            sum(applied.values()),
             time.monotonic() - started,
         )
         return applied

@@ -48,7 +48,7 @@ async def test_a_partition_is_recovered_from_its_persisted_offset_to_the_changel
         [(0, "A", b"a1"), (0, "B", b"b1"), (1, "C", b"c1"), (0, "A", b"a2"), (0, "B", None)],
     )
     store = RocksItemStore(tmp_path, topic)
-    assert await store.recover(kafka, {0}) == 4
+    assert await store.recover(kafka, {0}) == {0: 4}
     assert store.held == {0}
     assert dict(store.saved(0)) == {item_key("A"): b"a2"}  # B's tombstone deleted it
     assert store.persisted_offset(0) == 3
@@ -57,11 +57,11 @@ async def test_a_partition_is_recovered_from_its_persisted_offset_to_the_changel
     # A worker that held it before (its database still on disk) reads only what came since.
     await send(kafka, topic, [(0, "D", b"d1"), (0, "A", b"a3")])
     store = RocksItemStore(tmp_path, topic)
-    assert await store.recover(kafka, {0, 1}) == 3  # 2 new of partition 0, 1 of partition 1
+    assert await store.recover(kafka, {0, 1}) == {0: 2, 1: 1}  # only what came since
     assert dict(store.saved(0)) == {item_key("A"): b"a3", item_key("D"): b"d1"}
     assert dict(store.saved(1)) == {item_key("C"): b"c1"}
     assert store.persisted_offset(0) == 5 and store.persisted_offset(1) == 0
-    assert await store.recover(kafka, {0}) == 0  # up to date: nothing read
+    assert await store.recover(kafka, {0}) == {0: 0}  # up to date: nothing read
     store.close(store.held)
 
 
@@ -76,7 +76,7 @@ async def test_a_database_ahead_of_its_changelog_is_rebuilt_from_it(
     store = RocksItemStore(tmp_path, topic)
     store._open(0)
     store.write(0, [(item_key("OLD"), b"o9")], offset=41)
-    assert await store.recover(kafka, {0}) == 1
+    assert await store.recover(kafka, {0}) == {0: 1}
     assert dict(store.saved(0)) == {item_key("NEW"): b"n1"}
     assert store.persisted_offset(0) == 0
     store.close(store.held)

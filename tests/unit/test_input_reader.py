@@ -21,7 +21,9 @@ def reader_of(tmp_path: Path) -> tuple[InputReader, list[tuple[str, bytes, bytes
     items = RocksItemStore(tmp_path, "items-changelog")
     for number in range(3):
         items._open(number)  # as `recover` leaves them
-    return InputReader(service, items), produced
+    input_reader = InputReader(service, items)
+    input_reader.assigned = {0, 1, 2}  # recovered: scored from now on
+    return input_reader, produced
 
 
 def batch_of(*events: object) -> dict[TopicPartition, list[object]]:
@@ -99,41 +101,95 @@ async def test_a_batch_fetched_before_a_revocation_is_not_scored(tmp_path: Path)
         await reading
 
 
+def recovering_in_memory(
+    input_reader: InputReader, moved: set[int] = frozenset()
+) -> list[set[int]]:  # type: ignore[assignment]
+    """Stand in for the changelog recovery (each partition in `moved` gets 2 records); return
+    the partitions each recovery was asked for."""
+    asked: list[set[int]] = []
+
+    async def recover(settings: ScorerSettings, partitions: set[int]) -> dict[int, int]:
+        asked.append(set(partitions))
+        for number in partitions:
+            input_reader.items._open(number)
+        return {number: 2 if number in moved else 0 for number in partitions}
+
+    async def group_committed(wanted: set[tuple[str, int]]) -> dict[tuple[str, int], None]:
+        return dict.fromkeys(wanted)  # nothing committed by faust's group either
+
+    input_reader.items.recover = recover  # type: ignore[method-assign,assignment]
+    input_reader.service.group_committed = group_committed  # type: ignore[method-assign,assignment]
+    input_reader.reader = StandInConsumer([], fail_first_commit=False)  # type: ignore[assignment]
+    return asked
+
+
+def partitions(input_reader: InputReader, *numbers: int) -> set[TopicPartition]:
+    return {TopicPartition(t, n) for t in input_reader.topics for n in numbers}
+
+
 async def test_partitions_revoked_and_not_given_back_are_let_go_the_others_kept(
     tmp_path: Path,
 ):
     """After a rebalance, a partition given straight back keeps its clocks and database (it had
-    no other owner); one that went elsewhere is dropped from memory and closed; a new one is
-    recovered from the changelog."""
+    no other owner); one that went elsewhere is dropped from memory and closed. Every assigned
+    partition is paused in the callback itself (aiokafka sends no heartbeats while it runs),
+    caught up with its changelog in the background, and only then read again."""
     input_reader, _ = reader_of(tmp_path)
     service = input_reader.service
-    topic = opened_at("A", 0, 0).message.topic
     await service.handle_inputs(
         [opened_at("A", 0, 0), opened_at("C", 2, 0)],  # type: ignore[list-item]
         input_reader.items,
     )
-    recovered: list[set[int]] = []
-
-    async def recover(settings: ScorerSettings, partitions: set[int]) -> int:
-        recovered.append(set(partitions))
-        for number in partitions:
-            input_reader.items._open(number)
-        return 0
-
-    input_reader.items.recover = recover  # type: ignore[method-assign,assignment]
-    input_reader.assigned = {0, 1, 2}
-    await input_reader.revoked(
-        {TopicPartition(t, n) for t in input_reader.topics for n in range(3)}
-    )
+    asked = recovering_in_memory(input_reader)
+    consumer = input_reader.reader
+    await input_reader.revoked(partitions(input_reader, 0, 1, 2))
     assert input_reader.items.held == {0, 1, 2}  # nothing let go before the assignment
     kept = service.clocks[0]
-    await input_reader.assigned_partitions(
-        {TopicPartition(t, n) for t in input_reader.topics for n in (0, 1, 3)}
-    )
+    input_reader.assigned_partitions(partitions(input_reader, 0, 1, 3))
+    assert consumer.paused == partitions(input_reader, 0, 1, 3)  # type: ignore[union-attr]
+    assert input_reader.assigned == set() and not input_reader.settled
+    assert input_reader.recovering is not None
+    await input_reader.recovering
+    assert consumer.paused == set()  # type: ignore[union-attr]
     assert service.clocks[0] is kept and "A" in kept.scoring.items
     assert 2 not in service.clocks and input_reader.items.held == {0, 1, 3}
-    assert recovered == [{3}] and input_reader.assigned == {0, 1, 3}
-    assert topic in input_reader.topics
+    assert asked == [{0, 1, 3}] and input_reader.assigned == {0, 1, 3}
+
+
+async def test_a_partition_kept_whose_changelog_moved_is_restored_again(tmp_path: Path):
+    """Given "straight back", yet its changelog has saves this worker did not write: it was out
+    of the group meanwhile and another worker held the partition. Its clocks in memory are
+    older than the database: dropped, for the tick to restore them."""
+    input_reader, _ = reader_of(tmp_path)
+    service = input_reader.service
+    await service.handle_inputs([opened_at("A", 0, 0)], input_reader.items)  # type: ignore[list-item]
+    recovering_in_memory(input_reader, moved=frozenset({0}))
+    await input_reader.revoked(partitions(input_reader, 0, 1, 2))
+    input_reader.assigned_partitions(partitions(input_reader, 0, 1, 2))
+    assert input_reader.recovering is not None
+    await input_reader.recovering
+    assert 0 not in service.clocks and 0 not in service.loaded
+    assert input_reader.assigned == {0, 1, 2} and input_reader.items.held == {0, 1, 2}
+
+
+async def test_records_of_a_partition_not_yet_recovered_are_not_scored(tmp_path: Path):
+    """aiokafka can hand over a new partition's records before the assignment callback pauses
+    it: they wait (the reader seeks back to them) until the partition is recovered."""
+    input_reader, _ = reader_of(tmp_path)
+    input_reader.assigned = {0}
+    a, b = opened_at("A", 0, 0), opened_at("B", 1, 7)
+    consumer = StandInConsumer([batch_of(a, b)], fail_first_commit=False)  # type: ignore[list-item]
+    consumer.ends = {tp: None for tp in batch_of(a, b)}
+    input_reader.reader = consumer  # type: ignore[assignment]
+    reading = asyncio.create_task(input_reader._read(consumer))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert input_reader.items.get(0, item_key("A")) is not None
+    assert input_reader.items.get(1, item_key("B")) is None
+    assert consumer.seeks == {TopicPartition(b.message.topic, 1): 7}
+    assert consumer.commits == [{TopicPartition(a.message.topic, 0): 1}]
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
 
 
 async def test_a_batch_fetched_after_a_rebalance_that_began_during_its_fetch_is_scored(
