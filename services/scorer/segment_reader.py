@@ -42,6 +42,7 @@ class SegmentReader:
     def __init__(self, service: ScorerService) -> None:
         self.service = service
         self.group_id = service.group_id + "-windows"
+        self.generation = 0  # counts revocations
         self.reader: AIOKafkaConsumer | None = None
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -70,6 +71,7 @@ class SegmentReader:
         topic = self.service.segment_topic
         while True:
             batch = await reader.getmany(timeout_ms=1000)
+            generation = self.generation
             self.service.metrics.windows_lag.set(await consumer_lag(reader))
             events = [
                 cast(EventT, Undelivered(Record(topic, tp.partition, record)))
@@ -79,6 +81,15 @@ class SegmentReader:
             if not events:
                 continue
             await self.service.handle_gaps(events)
+            if self.generation != generation:
+                # A rebalance came while the batch was handled (a rebuild can take seconds): a
+                # partition it took away must not keep the windows the batch rebuilt, and its
+                # offsets are not this worker's to commit. One given back reads it again.
+                held = {tp.partition for tp in reader.assignment()}
+                for tp in batch:
+                    if tp.partition not in held:
+                        self.service.forget_windows(tp.partition)
+                continue
             done = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
             try:
                 await reader.commit(done)
@@ -93,10 +104,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.owner.generation += 1
         for tp in revoked:
             self.owner.service.forget_windows(tp.partition)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Windows a batch under way rebuilt after the revocation, of a partition gone elsewhere.
+        held = {tp.partition for tp in assigned}
+        for number in set(self.owner.service.windows_until) - held:
+            self.owner.service.forget_windows(number)
         reader = self.owner.reader
         if reader is not None:
             await start_where_faust_left(self.owner.service, reader, assigned)

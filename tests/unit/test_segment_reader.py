@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from gapwatch_scorer.app import ScorerService
 from gapwatch_scorer.input_reader import consumer_lag, start_where_faust_left
-from gapwatch_scorer.segment_reader import SegmentReader
+from gapwatch_scorer.segment_reader import SegmentReader, _Rebalance
 from gapwatch_scorer.settings import ScorerSettings
 from tests.scorer_stand_ins import Rec, StandInConsumer
 
@@ -81,3 +81,30 @@ async def test_the_lag_is_summed_from_each_assigned_partitions_end_and_position(
     reader.ends = {p0: 120, p1: 7, p2: None}  # p2 not fetched yet
     reader.positions = {p0: 100, p1: 7, p2: 0}
     assert await consumer_lag(reader) == 20  # type: ignore[arg-type]
+
+
+async def test_windows_a_batch_rebuilt_for_a_partition_a_rebalance_took_meanwhile_are_dropped():
+    """A rebuild takes seconds: a rebalance that moves the partition elsewhere meanwhile must
+    not leave this worker publishing windows for it (two owners of one segment's figures)."""
+    svc = service()
+    topic = svc.segment_topic
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    segments = SegmentReader(svc)
+    reader = StandInConsumer([{p0: [Rec(3, b"a")], p1: [Rec(8, b"b")]}], fail_first_commit=False)
+    reader.ends = {p1: None}  # the assignment after the rebalance: p0 went elsewhere
+    segments.reader = reader  # type: ignore[assignment]
+
+    async def handle_gaps(events: Any) -> None:
+        await _Rebalance(segments).on_partitions_revoked({p0, p1})
+        for number in (0, 1):
+            svc.windows_until[number] = 9  # what the batch's rebuild left behind
+
+    svc.handle_gaps = handle_gaps  # type: ignore[method-assign]
+    task = asyncio.create_task(segments._read(reader))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert set(svc.windows_until) == {1} and reader.commits == []
+    await _Rebalance(segments).on_partitions_assigned(set())  # nothing assigned at all now
+    assert svc.windows_until == {}
