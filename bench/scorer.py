@@ -666,8 +666,8 @@ def main() -> None:
             asyncio.run(ensure_topics(restart))
             f = restart_time(restart, work, args.restart_items)
             print(
-                f"restart with {args.restart_items:,} items in the table "
-                f"(written to its changelog in {f['write_changelog_s']:.0f} s):\n"
+                f"restart with {args.restart_items:,} items "
+                f"(written to the items changelog in {f['write_changelog_s']:.0f} s):\n"
                 f"  cold start, recovery from the changelog + restore: {f['cold_s']:.1f} s "
                 f"({f['cold_items']:,.0f} items, restore {f['cold_restore_s']:.1f} s; worker RSS "
                 f"{f['rss_bytes'] / 2**20:,.0f} MiB)"
