@@ -9,7 +9,8 @@ to `ScorerService.handle_gaps`, and commits their offsets after.
 
 The group is the scorer's group id with `-windows` appended: one owner per segment partition
 across workers, as before. Windows live in memory: a partition revoked is forgotten, and one
-assigned is rebuilt from its history by `handle_gaps` when its first record arrives. A
+assigned is rebuilt from its history up to where reading starts: by `handle_gaps` when its
+first record arrives, or at once when nothing new waits for it (`_rebuild_quiet`). A
 partition with no commit in this group yet starts where faust's group left it (the windows
 stage ran on faust until 2026-11-24), so an upgrade neither re-counts history nor skips any.
 """
@@ -73,22 +74,23 @@ class SegmentReader:
             batch = await reader.getmany(timeout_ms=1000)
             generation = self.generation
             self.service.metrics.windows_lag.set(await consumer_lag(reader))
+            await self._rebuild_quiet(reader, skip={tp for tp, records in batch.items() if records})
             events = [
                 cast(EventT, Undelivered(Record(topic, tp.partition, record)))
                 for tp, records in batch.items()
                 for record in records
             ]
-            if not events:
-                continue
-            await self.service.handle_gaps(events)
+            if events:
+                await self.service.handle_gaps(events)
             if self.generation != generation:
                 # A rebalance came while the batch was handled (a rebuild can take seconds): a
                 # partition it took away must not keep the windows the batch rebuilt, and its
                 # offsets are not this worker's to commit. One given back reads it again.
                 held = {tp.partition for tp in reader.assignment()}
-                for tp in batch:
-                    if tp.partition not in held:
-                        self.service.forget_windows(tp.partition)
+                for number in set(self.service.windows_until) - held:
+                    self.service.forget_windows(number)
+                continue
+            if not events:
                 continue
             done = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
             try:
@@ -97,6 +99,21 @@ class SegmentReader:
                 # A rebalance took partitions meanwhile: their next owner reads the batch again
                 # (its windows are rebuilt up to the committed offset, so nothing is lost).
                 log.info("windows offsets not committed (%r): a rebalance is under way", exc)
+
+    async def _rebuild_quiet(self, reader: AIOKafkaConsumer, skip: set[TopicPartition]) -> None:
+        """Rebuild the windows of each assigned partition that has none and no record in hand,
+        up to its position: a partition with nothing new to read (a restart after everything
+        was read) must still publish its windows. One with records is rebuilt by `handle_gaps`
+        up to its first record."""
+        topic = self.service.segment_topic
+        for tp in reader.assignment():
+            if tp.partition in self.service.windows_until or tp in skip:
+                continue
+            try:
+                position = await reader.position(tp)
+            except IllegalStateError:
+                continue  # revoked meanwhile
+            await self.service.rebuild_windows(topic, tp.partition, position)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

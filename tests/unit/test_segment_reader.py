@@ -108,3 +108,32 @@ async def test_windows_a_batch_rebuilt_for_a_partition_a_rebalance_took_meanwhil
     assert set(svc.windows_until) == {1} and reader.commits == []
     await _Rebalance(segments).on_partitions_assigned(set())  # nothing assigned at all now
     assert svc.windows_until == {}
+
+
+async def test_a_partition_with_nothing_new_to_read_still_gets_its_windows_rebuilt():
+    """A restart after everything was read: no record will arrive to trigger the rebuild, yet
+    the windows (and their snapshots) must come back, up to where reading would start."""
+    svc = service()
+    topic = svc.segment_topic
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    rebuilt: list[tuple[int, int]] = []
+
+    async def rebuild_windows(topic_: str, number: int, until: int) -> None:
+        rebuilt.append((number, until))
+        svc.windows_until[number] = until
+
+    async def handle_gaps(events: Any) -> None:
+        for event in events:  # as the real one: rebuilt up to the first, then counted
+            svc.windows_until[event.message.partition] = event.message.offset + 1
+
+    svc.rebuild_windows = rebuild_windows  # type: ignore[method-assign]
+    svc.handle_gaps = handle_gaps  # type: ignore[method-assign]
+    reader = StandInConsumer([{p1: [Rec(4, b"x")]}, {}], fail_first_commit=False)
+    reader.ends = {p0: 50, p1: 50}
+    reader.positions = {p0: 42, p1: 5}
+    task = asyncio.create_task(SegmentReader(svc)._read(reader))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rebuilt == [(0, 42)]  # p1 had a record in hand: `handle_gaps` rebuilds it
