@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -45,6 +45,10 @@ class SegmentReader:
         self.group_id = service.group_id + "-windows"
         self.generation = 0  # counts revocations
         self.reader: AIOKafkaConsumer | None = None
+        # Held while a batch is counted and committed: a revocation waits for it, so a batch
+        # is either counted and committed here or left whole to the partition's next owner,
+        # never counted by both (Prometheus counters are summed across workers).
+        self.turn = asyncio.Lock()
 
     def _consumer(self) -> AIOKafkaConsumer:
         return stage_consumer(self.service.settings, self.group_id, "gapwatch-windows")
@@ -69,36 +73,39 @@ class SegmentReader:
                 await reader.stop()
 
     async def _read(self, reader: AIOKafkaConsumer) -> None:
-        topic = self.service.segment_topic
         while True:
             batch = await reader.getmany(timeout_ms=1000)
-            generation = self.generation
+            generation = self.generation  # of the assignment the batch was fetched under
             self.service.metrics.windows_lag.set(await consumer_lag(reader))
-            await self._rebuild_quiet(reader, skip={tp for tp, records in batch.items() if records})
-            events = [
-                cast(EventT, Undelivered(Record(topic, tp.partition, record)))
-                for tp, records in batch.items()
-                for record in records
-            ]
-            if events:
-                await self.service.handle_gaps(events)
-            if self.generation != generation:
-                # A rebalance came while the batch was handled (a rebuild can take seconds): a
-                # partition it took away must not keep the windows the batch rebuilt, and its
-                # offsets are not this worker's to commit. One given back reads it again.
-                held = {tp.partition for tp in reader.assignment()}
-                for number in set(self.service.windows_until) - held:
-                    self.service.forget_windows(number)
-                continue
-            if not events:
-                continue
-            done = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-            try:
-                await reader.commit(done)
-            except (CommitFailedError, IllegalStateError) as exc:
-                # A rebalance took partitions meanwhile: their next owner reads the batch again
-                # (its windows are rebuilt up to the committed offset, so nothing is lost).
-                log.info("windows offsets not committed (%r): a rebalance is under way", exc)
+            async with self.turn:
+                if self.generation != generation:
+                    # A revocation came between the fetch and the turn: the partitions' next
+                    # owners (this worker too, for those given back) read the batch again from
+                    # the committed offsets, where aiokafka sets every assigned position.
+                    continue
+                await self._count(reader, batch)
+
+    async def _count(
+        self, reader: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]
+    ) -> None:
+        topic = self.service.segment_topic
+        await self._rebuild_quiet(reader, skip={tp for tp, records in batch.items() if records})
+        events = [
+            cast(EventT, Undelivered(Record(topic, tp.partition, record)))
+            for tp, records in batch.items()
+            for record in records
+        ]
+        if not events:
+            return
+        await self.service.handle_gaps(events)
+        done = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await reader.commit(done)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced without asking this worker first (its session lapsed):
+            # the next owner reads the batch again (its windows are rebuilt up to the
+            # committed offset, so no window counts it twice; the counters may).
+            log.warning("windows offsets not committed (%r): the group rebalanced", exc)
 
     async def _rebuild_quiet(self, reader: AIOKafkaConsumer, skip: set[TopicPartition]) -> None:
         """Rebuild the windows of each assigned partition that has none and no record in hand,
@@ -121,12 +128,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.owner.generation += 1
-        for tp in revoked:
-            self.owner.service.forget_windows(tp.partition)
+        async with self.owner.turn:  # the batch under way is counted and committed first
+            self.owner.generation += 1
+            for tp in revoked:
+                self.owner.service.forget_windows(tp.partition)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        # Windows a batch under way rebuilt after the revocation, of a partition gone elsewhere.
+        # Windows of a partition gone elsewhere, should any have outlived its revocation.
         held = {tp.partition for tp in assigned}
         for number in set(self.owner.service.windows_until) - held:
             self.owner.service.forget_windows(number)

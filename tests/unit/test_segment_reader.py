@@ -83,31 +83,65 @@ async def test_the_lag_is_summed_from_each_assigned_partitions_end_and_position(
     assert await consumer_lag(reader) == 20  # type: ignore[arg-type]
 
 
-async def test_windows_a_batch_rebuilt_for_a_partition_a_rebalance_took_meanwhile_are_dropped():
-    """A rebuild takes seconds: a rebalance that moves the partition elsewhere meanwhile must
-    not leave this worker publishing windows for it (two owners of one segment's figures)."""
+async def test_a_revocation_waits_for_the_batch_under_way_to_be_counted_and_committed():
+    """A batch counted here and then read again by the partition's next owner would count
+    twice in the Prometheus counters (summed across workers): the revocation waits for it."""
     svc = service()
     topic = svc.segment_topic
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     segments = SegmentReader(svc)
     reader = StandInConsumer([{p0: [Rec(3, b"a")], p1: [Rec(8, b"b")]}], fail_first_commit=False)
-    reader.ends = {p1: None}  # the assignment after the rebalance: p0 went elsewhere
+    reader.ends = reader.positions = {p0: 4, p1: 9}
     segments.reader = reader  # type: ignore[assignment]
+    order: list[str] = []
+    revoking: list[asyncio.Task[None]] = []
 
     async def handle_gaps(events: Any) -> None:
-        await _Rebalance(segments).on_partitions_revoked({p0, p1})
-        for number in (0, 1):
-            svc.windows_until[number] = 9  # what the batch's rebuild left behind
+        # The revocation arrives while the batch is counted (a rebuild can take seconds).
+        revoking.append(asyncio.create_task(_Rebalance(segments).on_partitions_revoked({p0})))
+        await asyncio.sleep(0.02)
+        for event in events:
+            svc.windows_until[event.message.partition] = event.message.offset + 1
+        order.append("counted")
 
     svc.handle_gaps = handle_gaps  # type: ignore[method-assign]
     task = asyncio.create_task(segments._read(reader))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)
+    for _ in range(100):
+        if revoking and revoking[0].done():
+            break
+        await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert set(svc.windows_until) == {1} and reader.commits == []
+    assert order == ["counted"] and revoking[0].done()
+    assert reader.commits == [{p0: 4, p1: 9}]  # committed before the revocation went on
+    assert set(svc.windows_until) == {1}  # then p0's windows were let go
     await _Rebalance(segments).on_partitions_assigned(set())  # nothing assigned at all now
     assert svc.windows_until == {}
+
+
+async def test_a_batch_fetched_before_a_revocation_is_left_to_the_next_owner():
+    svc = service()
+    topic = svc.segment_topic
+    p0 = TopicPartition(topic, 0)
+    segments = SegmentReader(svc)
+    reader = StandInConsumer([{p0: [Rec(3, b"a")]}], fail_first_commit=False)
+    reader.ends = reader.positions = {p0: 4}
+    handled: list[Any] = []
+
+    async def handle_gaps(events: Any) -> None:
+        handled.extend(events)
+
+    svc.handle_gaps = handle_gaps  # type: ignore[method-assign]
+    async with segments.turn:  # the reader fetches, then waits for its turn
+        task = asyncio.create_task(segments._read(reader))  # type: ignore[arg-type]
+        await asyncio.sleep(0.02)
+        segments.generation += 1  # meanwhile a revocation went through
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert handled == [] and reader.commits == []
 
 
 async def test_a_partition_with_nothing_new_to_read_still_gets_its_windows_rebuilt():
