@@ -56,6 +56,7 @@ from gapwatch.core.windows import RollingWindows, SegmentKeyer
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
 from gapwatch.kafka.topics import ensure_named_topics
+from gapwatch_scorer.collector import freeze_survivors
 from gapwatch_scorer.input_reader import InputReader
 from gapwatch_scorer.item_store import ItemStore, PartitionNotHeld, RocksItemStore, item_key
 from gapwatch_scorer.metrics import ScorerMetrics
@@ -829,6 +830,7 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         if reader.settled and reader.assigned != service.loaded:
             await service.load_assigned(set(reader.assigned), items)
         await service.tick()
+        freeze_survivors()
 
     @app.timer(interval=settings.scorer_snapshot_seconds)
     async def snapshot() -> None:
