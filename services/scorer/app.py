@@ -59,7 +59,7 @@ from gapwatch.kafka.topics import ensure_named_topics
 from gapwatch_scorer.collector import freeze_survivors
 from gapwatch_scorer.input_reader import InputReader
 from gapwatch_scorer.item_store import ItemStore, PartitionNotHeld, RocksItemStore, item_key
-from gapwatch_scorer.metrics import ScorerMetrics
+from gapwatch_scorer.metrics import ScorerMetrics, publish_series
 from gapwatch_scorer.segment_reader import SegmentReader
 from gapwatch_scorer.settings import ScorerSettings
 
@@ -163,6 +163,12 @@ class ScorerService:
         self.stream_time: dict[int, datetime] = {}  # newest outcome time per segment partition
         # (segment, kind) pairs each stage-1 partition last published open counts for
         self.open_published: dict[int, set[tuple[Any, PromiseKind]]] = {}
+        # The label values of each snapshot gauge's series, as last published.
+        self.series: dict[str, set[tuple[str, ...]]] = {
+            "open": set(),
+            "window": set(),
+            "csat_by_gap": set(),
+        }
         self.keyer = SegmentKeyer(labels, settings.scorer_segment_cap)
         prefix = settings.topic_prefix
         self.group_id = prefix + settings.scorer_app_id  # faust's consumer group is its app id
@@ -177,6 +183,7 @@ class ScorerService:
         self.loaded: set[int] = set()
         self.loading: set[int] = set()  # restoring now: neither ticks nor publishes open counts
         self.rebalances = 0  # revocations so far: a restore under way stops at one
+        self.events_scored = 0  # as `gapwatch_scorer_events_total`, for `/healthz`
         # One batch at a time: the input reader's, or a restore's adoption (`_adopt_restored`).
         # A revocation waits for it, so a batch's saves are on the changelog before the
         # partitions' next owner recovers them.
@@ -365,6 +372,7 @@ class ScorerService:
         if scoring.stream_watermarks.get(decoded.stream) == decoded.data.occurred_at:
             part.wall_at_watermark[decoded.stream] = time.time()
         self.metrics.events.labels(decoded.stream.value).inc()
+        self.events_scored += 1
         for gap in gaps:
             records.extend(self.gap_records(gap))
         touched[decoded.subject] = (event, scoring.items[decoded.subject])
@@ -532,15 +540,15 @@ class ScorerService:
             if self.clocks.get(number) is part and number not in self.loading:
                 counted[number] = counts  # else let go (or reloading) meanwhile
         records = []
-        gauge = self.metrics.open
-        gauge.clear()
+        series: dict[tuple[str, ...], float] = {}
         as_of = datetime.now(UTC).isoformat()
         for number, counts in counted.items():
             published: set[tuple[Any, PromiseKind]] = set()
             for (segment, kind), open_counts in counts.items():
-                values = [v for _, v in segment]
+                values = tuple(v for _, v in segment)
                 for state in ("open", "at_risk", "overdue"):
-                    gauge.labels(*values, kind.value, state).inc(getattr(open_counts, state))
+                    labels = (*values, kind.value, state)
+                    series[labels] = series.get(labels, 0) + getattr(open_counts, state)
                 published.add((segment, kind))
                 records.append(
                     self._open_record(
@@ -556,6 +564,7 @@ class ScorerService:
             for segment, kind in self.open_published.get(number, set()) - published:
                 records.append(self._open_record(number, segment, kind, as_of, 0, 0, 0))
             self.open_published[number] = published
+        self.series["open"] = publish_series(self.metrics.open, series, self.series["open"])
         return records
 
     def _open_record(
@@ -694,10 +703,8 @@ class ScorerService:
 
     def snapshot_records(self) -> list[tuple[str, bytes, bytes]]:
         records = []
-        gauge = self.metrics.window
-        gauge.clear()
-        by_gap = self.metrics.csat_by_gap
-        by_gap.clear()
+        window: dict[tuple[str, ...], float] = {}
+        by_gap: dict[tuple[str, ...], float] = {}
         now = datetime.now(UTC)
         lead = timedelta(seconds=self.settings.scorer_windows_lead_seconds)
         for number, windows in self.windows.items():
@@ -707,30 +714,33 @@ class ScorerService:
             stream = self.stream_time.get(number, now)
             as_of = max(now, windows.watermark, min(stream, now + lead))
             for figures in windows.snapshot(as_of):
-                values = [
+                values = tuple(
                     figures.segment.get(label, "none") for label in self.metrics.segment_labels
-                ]
+                )
                 if figures.promise_kind is None:
                     # Job completions (first-time fix) belong to no promise: kind "none".
                     if figures.ftf_rate is not None:
                         for name in ("ftf_rate", "ftf_count"):
                             value = getattr(figures, name)
-                            gauge.labels(*values, "none", figures.window, name).set(value)
+                            window[(*values, "none", figures.window, name)] = value
                     continue
                 kind = figures.promise_kind.value
                 for name in WINDOW_FIGURES:
                     value = getattr(figures, name)
                     if value is not None:
-                        gauge.labels(*values, kind, figures.window, name).set(value)
+                        window[(*values, kind, figures.window, name)] = value
                 if figures.window in CSAT_BY_GAP_WINDOWS:
                     for bucket, csat in figures.csat_by_gap_bucket.items():
                         if csat.count and csat.mean is not None:
                             labels = (*values, kind, figures.window, bucket)
-                            by_gap.labels(*labels, "sum").set(csat.mean * csat.count)
-                            by_gap.labels(*labels, "count").set(csat.count)
+                            by_gap[(*labels, "sum")] = csat.mean * csat.count
+                            by_gap[(*labels, "count")] = csat.count
                 record = {"kind": "window", **figures.as_dict()}
                 key = _segment_key(tuple(sorted(figures.segment.items())))
                 records.append((self.scores_topic, key, orjson.dumps(record)))
+        metrics, series = self.metrics, self.series
+        series["window"] = publish_series(metrics.window, window, series["window"])
+        series["csat_by_gap"] = publish_series(metrics.csat_by_gap, by_gap, series["csat_by_gap"])
         return records
 
 
@@ -838,11 +848,15 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
+        # Rendered in a thread: a scrape of a few thousand series takes ~100 ms of Python,
+        # which on the event loop would hold every batch and timer that long.
+        text = await asyncio.to_thread(generate_latest, registry)
+        return web.bytes(text, content_type="text/plain; version=0.0.4")
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
+        # The count of input events scored: a cheap "is it moving?" (benchmarks poll it).
+        return web.json({"status": "ok", "events_scored": service.events_scored})
 
     stages: list[asyncio.Task[Any]] = []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from gapwatch.core.gaps import Outcome
@@ -121,3 +123,21 @@ class ScorerMetrics:
         )
         for outcome in Outcome:
             self.gap_events.labels(outcome.value)
+
+
+def publish_series(
+    gauge: Gauge,
+    values: Mapping[tuple[str, ...], float],
+    published: set[tuple[str, ...]],
+) -> set[tuple[str, ...]]:
+    """Set each series of `gauge` (by label values) to its value, then remove the series
+    `published` before and not now; returns the series published now.
+
+    Unlike `clear()` and refill, a scrape rendered meanwhile (`/metrics` renders in a thread)
+    sees every series, with its old or its new value, never a gauge half refilled.
+    """
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    for labels in published - values.keys():
+        gauge.remove(*labels)
+    return set(values)

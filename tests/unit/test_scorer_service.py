@@ -139,3 +139,36 @@ async def test_a_restore_that_ends_after_the_first_events_fires_the_timers_they_
     assert of_t1(produced) == []  # T-1 was not in memory yet
     await restarted.load_assigned({0}, table)
     assert of_t1(produced) == want
+
+
+async def test_open_count_gauges_are_replaced_series_by_series_never_cleared():
+    """`/metrics` renders in a thread: a gauge cleared and refilled could be scraped half
+    empty. Each export sets the series it has and removes only those that are gone."""
+    service, _ = offline_service()
+    items = MemoryItemStore()
+    first, second = opened("A-1", 0), opened("B-1", 1)
+    doc = orjson.loads(second.message.value)
+    doc["data"]["team"] = "support"
+    second.message.value = orjson.dumps(doc)
+    await service.handle_inputs([first, second], items)  # type: ignore[list-item]
+
+    def refuse() -> None:
+        raise AssertionError("cleared")
+
+    service.metrics.open.clear = refuse  # type: ignore[method-assign]
+
+    def teams() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for metric in service.registry.collect():
+            for sample in metric.samples:
+                if sample.name == "gapwatch_open_promises" and sample.labels["state"] == "open":
+                    team = sample.labels["team"]
+                    found[team] = found.get(team, 0) + sample.value
+        return found
+
+    await service.export_open_counts()
+    assert teams() == {"billing": 2, "support": 2}  # first response and resolution each
+    service.clocks.pop(1)  # partition 1 let go: its segment's series go with it
+    await service.export_open_counts()
+    assert teams() == {"billing": 2}
+    assert service.events_scored == 2
