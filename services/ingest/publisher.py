@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from gapwatch.core.catalog import AnyInputEvent
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
 from gapwatch.core.validation import encode_event
+from gapwatch.kafka.batches import key_partition, send_batches
 from gapwatch.kafka.clients import reliable_producer
 from gapwatch_ingest.metrics import IngestMetrics
 from gapwatch_ingest.settings import IngestSettings
@@ -126,10 +126,8 @@ class EventPublisher:
     async def _send_all(
         self, producer: AIOKafkaProducer, events: Sequence[AnyInputEvent]
     ) -> dict[Stream, int]:
-        # One BatchBuilder per partition instead of one send() per event: per-message futures
-        # and accumulator appends were the largest cost of a request. Partitions are chosen
-        # with the Java client's murmur2, like any keyed producer, so events that other clients
-        # write straight to Kafka meet these in the same partition.
+        # One batch per partition instead of one send() per event (`send_batches`): per-message
+        # futures and accumulator appends were the largest cost of a request.
         topics = self._topics
         counts: dict[Stream, int] = {}
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
@@ -146,18 +144,7 @@ class EventPublisher:
             key = event.key
             partition = partition_of.get((topic, key), -1)
             if partition < 0:
-                partition = ids[(murmur2(key) & 0x7FFFFFFF) % len(ids)]
-                partition_of[topic, key] = partition
+                partition = partition_of[topic, key] = key_partition(key, ids)
             by_partition.setdefault((topic, partition), []).append((key, encode_event(event)))
-        acks = []
-        for (topic, partition), records in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise KafkaError(f"an event of {len(value)} bytes exceeds the batch size")
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*acks)
+        await send_batches(producer, by_partition)
         return counts

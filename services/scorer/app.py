@@ -53,6 +53,7 @@ from gapwatch.core.scoring import (
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
+from gapwatch.kafka.batches import key_partition, send_batches
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_record
 from gapwatch.kafka.topics import ensure_named_topics
@@ -215,13 +216,21 @@ class ScorerService:
             self.producer = None
 
     async def produce(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """Send (topic, key, value) records and wait for every acknowledgement."""
+        """Send (topic, key, value) records, each to its key's partition, in one batch per
+        partition (`send_batches`), and wait for every acknowledgement."""
         if not records:
             return
         await self.start()
-        assert self.producer is not None
-        acks = [await self.producer.send(t, v, key=k) for t, k, v in records]
-        await asyncio.gather(*acks)
+        producer = self.producer
+        assert producer is not None
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        partitions: dict[str, list[int]] = {}  # per call: a topic given partitions is seen
+        for topic, key, value in records:
+            ids = partitions.get(topic)
+            if ids is None:
+                ids = partitions[topic] = sorted(await producer.partitions_for(topic))
+            by_partition.setdefault((topic, key_partition(key, ids)), []).append((key, value))
+        await send_batches(producer, by_partition)
 
     async def send_changelog(
         self, topic: str, entries: dict[int, list[tuple[bytes, bytes]]]
@@ -230,16 +239,10 @@ class ScorerService:
         acknowledgement; return the newest offset written to each partition."""
         await self.start()
         assert self.producer is not None
-        acks = [
-            (number, await self.producer.send(topic, value, key=key, partition=number))
-            for number, records in entries.items()
-            for key, value in records
-        ]
-        newest: dict[int, int] = {}
-        for number, ack in acks:
-            offset = (await ack).offset
-            newest[number] = max(newest.get(number, -1), offset)
-        return newest
+        newest = await send_batches(
+            self.producer, {(topic, number): records for number, records in entries.items()}
+        )
+        return {number: offset for (_, number), offset in newest.items()}
 
     # --- stage 1: clocks -------------------------------------------------------------------
 

@@ -1,0 +1,60 @@
+"""Producing records in one batch per partition instead of one `send` per record.
+
+aiokafka's `send` makes a future and an accumulator append per record: 20-24 µs of CPU a
+record, against 8 µs through `create_batch`/`send_batch` (idempotent, acks=all, this machine,
+2026-11-24). Partitions are chosen with the Java client's murmur2 over the sorted partition
+ids, as aiokafka's default partitioner does, so a key lands where `send` would have put it and
+where other clients writing straight to Kafka put it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+
+def key_partition(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition of `key` among a topic's sorted partition ids (aiokafka's default)."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+async def send_batches(
+    producer: AIOKafkaProducer,
+    records: Mapping[tuple[str, int], Sequence[tuple[bytes, bytes]]],
+) -> dict[tuple[str, int], int]:
+    """Send each (topic, partition)'s (key, value) records in order, in as few batches as they
+    fit; wait for every acknowledgement; return the newest offset written to each partition."""
+    sent = []
+    for (topic, partition), entries in records.items():
+        batch, count = producer.create_batch(), 0
+        for key, value in entries:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                sent.append(
+                    (
+                        topic,
+                        partition,
+                        count,
+                        await producer.send_batch(batch, topic, partition=partition),
+                    )
+                )
+                batch, count = producer.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise KafkaError(f"a record of {len(value)} bytes exceeds the batch size")
+            count += 1
+        if count:
+            sent.append(
+                (
+                    topic,
+                    partition,
+                    count,
+                    await producer.send_batch(batch, topic, partition=partition),
+                )
+            )
+    newest: dict[tuple[str, int], int] = {}
+    for topic, partition, count, ack in sent:
+        last = (await ack).offset + count - 1  # the batch's base offset, then one a record
+        newest[topic, partition] = max(newest.get((topic, partition), -1), last)
+    return newest
