@@ -17,14 +17,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from gapwatch.core.alerts.evaluation import Evaluator, FigureError, FiguresBook, GroupKey
+from gapwatch.core.alerts.evaluation import (
+    Evaluator,
+    FigureError,
+    FiguresBook,
+    GroupKey,
+    record_as_of,
+)
 from gapwatch.core.alerts.lifecycle import Alert, AlertState, Transition, advance, transition_id
+from gapwatch.core.alerts.rounds import Rounds
 from gapwatch.core.alerts.rules import AlertsConfig, Rule, Severity
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import consumer
@@ -39,6 +48,17 @@ KAFKA_RECEIVER = "kafka"
 EVIDENCE_REFRESH_SECONDS = 15.0
 """How stale the stored figures of an alert whose state did not change may get."""
 """The outbox's name for publishing a transition on gapwatch.alerts.v1."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A snapshot record waiting in `Rounds`, with what its dead letter would need."""
+
+    record: dict[str, Any]
+    tp: TopicPartition
+    offset: int
+    key: bytes | None
+    value: bytes | None
 
 
 class Engine:
@@ -72,6 +92,7 @@ class Engine:
         self.stored_at: dict[str, float] = {}  # monotonic time each alert was last stored
         self.leading = False
         self.last_evaluation = 0.0
+        self.evaluated_until = datetime.fromtimestamp(0, UTC)  # the latest `now` judged at
         self.received_at: float | None = None  # monotonic time the oldest unevaluated record came
         self.evaluated = asyncio.Event()  # set after each committed evaluation (tests wait on it)
 
@@ -113,6 +134,10 @@ class Engine:
             if a.rule in self.rules and set(self.rules[a.rule].group_by) == set(a.labels)
         }
         self.committed = await self.store.load_offsets(self.topic)
+        self.evaluated_until = max(
+            (a.evaluated_at for a in self.alerts.values() if a.evaluated_at is not None),
+            default=self.evaluated_until,
+        )
         self.muted = set()
         for fp, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
@@ -129,22 +154,35 @@ class Engine:
         try:
             await self._assign(reader)
             self.leading = True  # ready: from here on every new snapshot record is read
+            # Resuming from committed offsets, what was published meanwhile is judged round by
+            # round (see `Rounds`). A first start reads a short lookback: that is judged once, as
+            # it stands, rather than paging for incidents that ended before anyone watched.
+            rounds = self._rounds() if self.committed else None
             while self.store.leading:
                 batch = await reader.getmany(timeout_ms=200, max_records=20_000)
                 dead: list[tuple[bytes, bytes | None]] = []
                 for tp, records in batch.items():
                     for record in records:
-                        letter = self._take(record.value, tp, record.offset, record.key)
+                        letter = self._take(record.value, tp, record.offset, record.key, rounds)
                         if letter is not None:
                             dead.append((letter, record.key))
                         self.positions[tp.partition] = record.offset + 1
-                for letter, key in dead:
-                    await self.producer.send(self.deadletter_topic, letter, key=key)
                 if batch and self.received_at is None:
                     self.received_at = time.monotonic()
+                # Rounds wait for slower partitions only while those deliver: a fetch that brought
+                # nothing means none is coming soon (a partition without a leader, say).
+                behind = self._behind(reader) if batch else set()
+                if rounds is not None:
+                    await self._judge_rounds(reader, rounds, behind, dead)
+                for letter, key in dead:
+                    await self.producer.send(self.deadletter_topic, letter, key=key)
+                if rounds is not None and behind:
+                    continue  # rounds are judged at their own time; the wall clock would skip them
                 due = time.monotonic() - self.last_evaluation >= self.settings.alerter_eval_seconds
-                if due or (batch and self._caught_up(reader)):
-                    await self.evaluate(self.clock())
+                if due or (batch and not behind):
+                    await self.evaluate(self.clock(), self._resume_offsets(rounds))
+                if rounds is None and not behind:
+                    rounds = self._rounds()
         finally:
             await reader.stop()
 
@@ -173,39 +211,103 @@ class Engine:
             self.positions[tp.partition] = await reader.position(tp)
         log.info("reading %s from %s", self.topic, self.positions)
 
-    def _caught_up(self, reader: AIOKafkaConsumer) -> bool:
-        """True when every partition has been read to its high watermark: a round is complete."""
-        for tp in reader.assignment():
-            high = reader.highwater(tp)
-            if high is not None and self.positions.get(tp.partition, 0) < high:
-                return False
-        return True
+    def _behind(self, reader: AIOKafkaConsumer) -> set[int]:
+        """Partitions not yet read to their high watermark (unknown counts as not yet)."""
+        return {
+            tp.partition
+            for tp in reader.assignment()
+            if (high := reader.highwater(tp)) is None or self.positions.get(tp.partition, 0) < high
+        }
+
+    def _rounds(self) -> Rounds[_Waiting]:
+        # Pausing partitions more than two staleness spans ahead keeps what waits bounded while
+        # every round still sees every partition's figures that count at its time.
+        return Rounds(step=self.settings.alerter_eval_seconds, ahead=2 * self.evaluator.stale_after)
+
+    async def _judge_rounds(
+        self,
+        reader: AIOKafkaConsumer,
+        rounds: Rounds[_Waiting],
+        behind: set[int],
+        dead: list[tuple[bytes, bytes | None]],
+    ) -> None:
+        """Apply and judge every round all partitions have read past. With nothing behind, the
+        newest round is applied but left for the caller to judge at the wall clock, as live."""
+        for step in rounds.take(behind):
+            for waiting in step.records:
+                letter = self._apply(waiting)
+                if letter is not None:
+                    dead.append((letter, waiting.key))
+            if step.last and not behind:
+                break  # caught up: judged at the wall clock like any live round
+            for letter, key in dead:
+                await self.producer.send(self.deadletter_topic, letter, key=key)
+            dead.clear()
+            await self.evaluate(self._floor(step.as_of), self._resume_offsets(rounds))
+        paused = rounds.to_pause(behind, (tp.partition for tp in reader.assignment()))
+        reader.pause(*(tp for tp in reader.assignment() if tp.partition in paused))
+        reader.resume(*(tp for tp in reader.assignment() if tp.partition not in paused))
+
+    def _resume_offsets(self, rounds: Rounds[_Waiting] | None) -> dict[int, int]:
+        """Where a restart must read from: past what was applied, before what still waits."""
+        if rounds is None or not len(rounds):
+            return dict(self.positions)
+        return {**self.positions, **rounds.unapplied()}
 
     def _take(
-        self, value: bytes | None, tp: TopicPartition, offset: int, key: bytes | None
+        self,
+        value: bytes | None,
+        tp: TopicPartition,
+        offset: int,
+        key: bytes | None,
+        rounds: Rounds[_Waiting] | None,
     ) -> bytes | None:
-        """Put one record in the book; a record that is not figures comes back as a dead letter."""
+        """Put one record in the book, or in `rounds` to wait for its turn; a record that is not
+        figures comes back as a dead letter."""
         try:
             record = orjson.loads(value or b"")
             if not isinstance(record, dict):
                 raise FigureError("record: expected a JSON object")
+            if rounds is not None:
+                as_of = record_as_of(record)
+                rounds.add(tp.partition, offset, as_of, _Waiting(record, tp, offset, key, value))
+                return None
             self.book.update(record)
             self.metrics.records.labels("ok").inc()
             return None
         except (orjson.JSONDecodeError, FigureError) as exc:
-            self.metrics.records.labels("dead_letter").inc()
-            reason = "not_json" if isinstance(exc, orjson.JSONDecodeError) else "bad_figures"
-            log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
-            return dead_letter_record(
-                reason,
-                str(exc),
-                service="alerter",
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=offset,
-                key=key,
-                value=value,
-            )
+            return self._dead_letter(exc, tp, offset, key, value)
+
+    def _apply(self, waiting: _Waiting) -> bytes | None:
+        """Put a record that waited for its round in the book (or return its dead letter)."""
+        try:
+            self.book.update(waiting.record)
+        except FigureError as exc:
+            return self._dead_letter(exc, waiting.tp, waiting.offset, waiting.key, waiting.value)
+        self.metrics.records.labels("ok").inc()
+        return None
+
+    def _dead_letter(
+        self,
+        exc: Exception,
+        tp: TopicPartition,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> bytes:
+        self.metrics.records.labels("dead_letter").inc()
+        reason = "not_json" if isinstance(exc, orjson.JSONDecodeError) else "bad_figures"
+        log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
+        return dead_letter_record(
+            reason,
+            str(exc),
+            service="alerter",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=offset,
+            key=key,
+            value=value,
+        )
 
     # --- one evaluation ---------------------------------------------------------------------
 
@@ -217,10 +319,19 @@ class Engine:
         """
         latest = self.book.latest_as_of
         now = datetime.now(UTC)
-        return max(now, datetime.fromtimestamp(latest, UTC)) if latest else now
+        return self._floor(max(now.timestamp(), latest))
 
-    async def evaluate(self, now: datetime) -> list[Transition]:
-        """Judge every rule at `now` and commit what changed; returns the new transitions."""
+    def _floor(self, at: float) -> datetime:
+        """`at`, or the last evaluation's time if that was later: time never runs backwards for
+        the alerts, even when a restart re-reads rounds older than its last evaluation."""
+        return max(datetime.fromtimestamp(at, UTC), self.evaluated_until)
+
+    async def evaluate(
+        self, now: datetime, offsets: Mapping[int, int] | None = None
+    ) -> list[Transition]:
+        """Judge every rule at `now` and commit what changed with `offsets` (by default, all
+        read so far) as where to resume; returns the new transitions."""
+        positions = dict(self.positions if offsets is None else offsets)
         started = time.monotonic()
         await self.producer.flush()  # dead letters of this batch are on the broker first
         # Judging thousands of rules is CPU work: a worker thread keeps the event loop (outbox
@@ -230,7 +341,7 @@ class Engine:
         for alert in refreshed:  # newer evidence, same state: kept in memory, stored later
             self.alerts[alert.fingerprint] = alert
         evaluated = time.monotonic()
-        if changed or self.positions != self.committed or self.muted:
+        if changed or positions != self.committed or self.muted:
             silences = await self.store.active_silences(now)
             deliveries: list[tuple[str, str]] = []
             silenced: list[str] = []
@@ -262,9 +373,9 @@ class Engine:
                     receivers = self._receivers(alert.rule, alert.severity, alert.labels)
                     deliveries.extend((latest, r) for r in receivers)
                     muted.discard(fp)
-            offsets = {(self.topic, p): o for p, o in self.positions.items()}
-            await self.store.commit(changed, transitions, deliveries, offsets, silenced)
-            self.committed = dict(self.positions)
+            stored = {(self.topic, p): o for p, o in positions.items()}
+            await self.store.commit(changed, transitions, deliveries, stored, silenced)
+            self.committed = positions
             self.muted = muted
             stored_at = time.monotonic()
             for alert in changed:
@@ -284,6 +395,7 @@ class Engine:
             self.metrics.snapshot_to_commit_seconds.observe(finished - self.received_at)
             self.received_at = None
         self.last_evaluation = finished
+        self.evaluated_until = max(self.evaluated_until, now)
         self.evaluated.set()
         self.evaluated = asyncio.Event()
         return transitions

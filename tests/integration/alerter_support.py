@@ -148,13 +148,16 @@ def window_record(
 
 
 async def publish_round(
-    kafka: KafkaSettings, figures: dict[str, tuple[int, int]], windows: tuple[str, ...]
+    kafka: KafkaSettings,
+    figures: dict[str, tuple[int, int]],
+    windows: tuple[str, ...],
+    as_of: datetime | None = None,
 ) -> None:
-    """One snapshot round: every team's (met, breached) in every window, as of now."""
+    """One snapshot round: every team's (met, breached) in every window, as of now by default."""
     producer = reliable_producer(kafka)
     await producer.start()
     try:
-        now = datetime.now(UTC)
+        now = as_of or datetime.now(UTC)
         topic = topic_name(Stream.SCORES, kafka.topic_prefix)
         for team, (met, breached) in figures.items():
             latest = [f"T-{team}-{i}" for i in range(min(breached, 3))]
@@ -290,6 +293,17 @@ class Rig:
             state = r.body["transition"]["to_state"]
             counts[state] = counts.get(state, 0) + 1
         return counts
+
+
+async def committed(rig: Rig) -> int:
+    """How many snapshot records the alerter has committed as read (in its schema's offsets)."""
+    conn = await asyncpg.connect(infra_env()["GAPWATCH_DATABASE_URL"])
+    try:
+        query = f"SELECT coalesce(sum(next_offset), 0) FROM {rig.schema}.consumer_offsets"
+        total = await conn.fetchval(query)
+    finally:
+        await conn.close()
+    return int(total)
 
 
 @asynccontextmanager

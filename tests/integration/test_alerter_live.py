@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from gapwatch.kafka.settings import KafkaSettings
 from tests.integration.alerter_support import (
     ALERTER_TOKEN,
     alerter_rig,
+    committed,
     eventually,
     publish_round,
 )
@@ -91,6 +93,34 @@ async def test_kill_9_mid_incident_neither_repeats_the_page_nor_loses_the_resolv
         await asyncio.sleep(1.5)
         ids = rig.hook.accepted_ids()
         assert len(ids) == len(set(ids)) == 2
+
+
+async def test_an_incident_that_began_and_ended_while_the_alerter_was_down_pages_and_resolves(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """Rounds read after a restart are judged one by one at their own time, not only the last."""
+    async with alerter_rig(kafka, tmp_path) as rig:
+        await publish_round(kafka, HEALTHY, WINDOWS)
+        await eventually(lambda: committed(rig), 30, "the first round's offsets to be committed")
+        os.kill(rig.alerter.process.pid, signal.SIGKILL)
+        rig.alerter.process.wait(10)
+        # While it is down: billing slips for 10 s of event time (the rule's `for` is 1 s), then
+        # recovers for 10 s (its `hold` is 2 s), round every 2 s, as the scorer would publish.
+        start = datetime.now(UTC)
+        for i, figures in enumerate([SLIPPING] * 5 + [HEALTHY] * 5):
+            await publish_round(kafka, figures, WINDOWS, as_of=start + timedelta(seconds=2 * i))
+        await rig.restart()
+        await eventually(lambda: rig.states().get("resolved") == 1, 60, "the resolve")
+        await asyncio.sleep(1.0)  # any duplicate would be on its way by now
+        assert rig.states() == {"firing": 1, "resolved": 1}
+        fingerprint = rig.hook.accepted()[0].body["transition"]["fingerprint"]
+        detail = httpx.get(f"{rig.alerter.url}/v1/alerts/{fingerprint}", timeout=10).json()
+        history = list(reversed(detail["history"]))
+        assert [h["to_state"] for h in history] == ["pending", "firing", "resolved"]
+        # Judged in event time: pending at the first slipping round, firing at the next (`for`
+        # 1 s), resolved at the second healthy round (`hold` 2 s), whatever the catch-up took.
+        at = [datetime.fromisoformat(h["at"]) for h in history]
+        assert [round((t - start).total_seconds()) for t in at] == [0, 2, 12]
 
 
 async def test_silences_need_a_token_hold_pages_back_and_release_them_when_they_end(

@@ -73,7 +73,7 @@ class _Open:
     as_of: float
 
 
-def _as_of(record: Mapping[str, Any]) -> float:
+def record_as_of(record: Mapping[str, Any]) -> float:
     value = record.get("as_of")
     if not isinstance(value, str):
         raise FigureError("as_of: missing")
@@ -124,7 +124,7 @@ class FiguresBook:
             promise_kind = PromiseKind(str(record.get("promise_kind")))
         except ValueError:
             raise FigureError("promise_kind: unknown") from None
-        as_of = _as_of(record)
+        as_of = record_as_of(record)
         key: SegmentKey = tuple(sorted(segment.items()))
         if kind_name == "window":
             window = record.get("window")
