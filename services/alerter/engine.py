@@ -45,9 +45,11 @@ from gapwatch_alerter.store import AlertStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 KAFKA_RECEIVER = "kafka"
+"""The outbox's name for publishing a transition on gapwatch.alerts.v1."""
 EVIDENCE_REFRESH_SECONDS = 15.0
 """How stale the stored figures of an alert whose state did not change may get."""
-"""The outbox's name for publishing a transition on gapwatch.alerts.v1."""
+CATCH_UP_SPEED = 2.0
+"""Behind the live edge, event time is judged at least this many times faster than it passes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ class Engine:
         self.stored_at: dict[str, float] = {}  # monotonic time each alert was last stored
         self.leading = False
         self.last_evaluation = 0.0
+        self.evaluation_cost = 0.0  # seconds the last evaluation took, judging and committing
         self.evaluated_until = datetime.fromtimestamp(0, UTC)  # the latest `now` judged at
         self.received_at: float | None = None  # monotonic time the oldest unevaluated record came
         self.evaluated = asyncio.Event()  # set after each committed evaluation (tests wait on it)
@@ -155,8 +158,9 @@ class Engine:
             await self._assign(reader)
             self.leading = True  # ready: from here on every new snapshot record is read
             # Resuming from committed offsets, what was published meanwhile is judged round by
-            # round (see `Rounds`). A first start reads a short lookback: that is judged once, as
-            # it stands, rather than paging for incidents that ended before anyone watched.
+            # round (see `Rounds`) until caught up. A first start reads a short lookback: that is
+            # judged once, as it stands, rather than paging for incidents that ended before
+            # anyone watched.
             rounds = self._rounds() if self.committed else None
             while self.store.leading:
                 batch = await reader.getmany(timeout_ms=200, max_records=20_000)
@@ -181,8 +185,11 @@ class Engine:
                 due = time.monotonic() - self.last_evaluation >= self.settings.alerter_eval_seconds
                 if due or (batch and not behind):
                     await self.evaluate(self.clock(), self._resume_offsets(rounds))
-                if rounds is None and not behind:
-                    rounds = self._rounds()
+                if rounds is not None and not behind and not len(rounds):
+                    # Caught up: from here on each fetch is judged as it comes. Live, judging the
+                    # newest figures soonest matters more than judging every round: an alerter
+                    # that cannot keep up would otherwise fall further behind (bench-alerter).
+                    rounds = None
         finally:
             await reader.stop()
 
@@ -233,6 +240,10 @@ class Engine:
     ) -> None:
         """Apply and judge every round all partitions have read past. With nothing behind, the
         newest round is applied but left for the caller to judge at the wall clock, as live."""
+        # A round costs one evaluation. Rounds closer together than twice what an evaluation
+        # takes are judged together, so catching up always runs at least twice as fast as the
+        # snapshots come, however many rules and segments there are.
+        rounds.step = max(self.settings.alerter_eval_seconds, CATCH_UP_SPEED * self.evaluation_cost)
         for step in rounds.take(behind):
             for waiting in step.records:
                 letter = self._apply(waiting)
@@ -395,6 +406,7 @@ class Engine:
             self.metrics.snapshot_to_commit_seconds.observe(finished - self.received_at)
             self.received_at = None
         self.last_evaluation = finished
+        self.evaluation_cost = finished - started
         self.evaluated_until = max(self.evaluated_until, now)
         self.evaluated.set()
         self.evaluated = asyncio.Event()
