@@ -137,10 +137,6 @@ class Engine:
             if a.rule in self.rules and set(self.rules[a.rule].group_by) == set(a.labels)
         }
         self.committed = await self.store.load_offsets(self.topic)
-        self.evaluated_until = max(
-            (a.evaluated_at for a in self.alerts.values() if a.evaluated_at is not None),
-            default=self.evaluated_until,
-        )
         self.muted = set()
         for fp, alert in self.alerts.items():
             if alert.state is AlertState.FIRING:
@@ -333,8 +329,11 @@ class Engine:
         return self._floor(max(now.timestamp(), latest))
 
     def _floor(self, at: float) -> datetime:
-        """`at`, or the last evaluation's time if that was later: time never runs backwards for
-        the alerts, even when a restart re-reads rounds older than its last evaluation."""
+        """`at`, or the last evaluation's time if that was later: within a process, time never
+        runs backwards for the alerts (a round read late is judged at the latest time so far).
+
+        Not carried over from the stored alerts' `evaluated_at`: a schema an accelerated run
+        left days ahead would otherwise hold a live alerter's clock there, every figure stale."""
         return max(datetime.fromtimestamp(at, UTC), self.evaluated_until)
 
     async def evaluate(
