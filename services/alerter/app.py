@@ -7,13 +7,15 @@ import hmac
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -30,6 +32,8 @@ from gapwatch_alerter.settings import AlerterSettings
 from gapwatch_alerter.store import AlertStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LABEL_FILTER = r"^[a-z][a-z0-9_]{0,63}=[^\x00-\x1f]{1,128}$"
 
@@ -109,38 +113,45 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        the_store = await AlertStore.connect(
-            settings.database_url.get_secret_value(), schema=settings.alerter_db_schema
-        )
-        applied = await the_store.migrate()
-        if applied:
-            log.info("applied migrations %s", applied)
-        producer = reliable_producer(settings, client_id="gapwatch-alerter")
-        await producer.start()
-        engine = Engine(settings, config, the_store, producer, metrics)
-        dispatcher = Dispatcher(settings, config, the_store, receivers, producer, metrics)
-        resender = AlertmanagerResender(config, the_store, receivers, lambda: engine.leading)
-        holder.update(store=the_store, engine=engine, producer=producer)
-        app.state.engine = engine
-        tasks = [
-            asyncio.create_task(engine.run(), name="engine"),
-            asyncio.create_task(dispatcher.run(), name="dispatcher"),
-            asyncio.create_task(resender.run(), name="resender"),
-        ]
-        for task in tasks:
-            task.add_done_callback(_crash_loudly)
+        # Connecting happens in the background, retried until PostgreSQL and Kafka answer: an
+        # alerter started before its database (or during a restart of it) waits, serving
+        # /healthz and a /readyz that says what it waits for, instead of exiting.
+        stops: list[Callable[[], Awaitable[None]]] = []  # run in reverse order at shutdown
+        tasks: list[asyncio.Task[None]] = []
+
+        async def start() -> None:
+            the_store = await until_connected("PostgreSQL", lambda: _open_store(settings))
+            stops.append(the_store.close)
+            producer = await until_connected("Kafka", lambda: _start_producer(settings))
+            stops.append(producer.stop)
+            engine = Engine(settings, config, the_store, producer, metrics)
+            dispatcher = Dispatcher(settings, config, the_store, receivers, producer, metrics)
+            stops.append(dispatcher.stop)
+            resender = AlertmanagerResender(config, the_store, receivers, lambda: engine.leading)
+            holder.update(store=the_store, engine=engine, producer=producer)
+            app.state.engine = engine
+            for name, loop in (
+                ("engine", engine.run()),
+                ("dispatcher", dispatcher.run()),
+                ("resender", resender.run()),
+            ):
+                task = asyncio.create_task(loop, name=name)
+                task.add_done_callback(_crash_loudly)
+                tasks.append(task)
+
+        startup = asyncio.create_task(start(), name="startup")
+        startup.add_done_callback(_crash_loudly)
         try:
             yield
         finally:
-            for task in tasks:
+            for task in (startup, *tasks):
                 task.cancel()
-            for task in tasks:
+            for task in (startup, *tasks):
                 with suppress(asyncio.CancelledError):
                     await task
-            await dispatcher.stop()
-            await producer.stop()
+            for stop in reversed(stops):
+                await stop()
             await http.aclose()
-            await the_store.close()
 
     app = FastAPI(
         title="gapwatch alerter",
@@ -319,6 +330,47 @@ async def _kafka_ready(settings: AlerterSettings) -> bool:
     finally:
         with suppress(Exception):
             await client.close()
+
+
+CONNECT_BACKOFF_MAX_SECONDS = 15.0
+
+
+async def until_connected(what: str, connect: Callable[[], Awaitable[T]]) -> T:
+    """`connect()`, retried with backoff (1 s doubling to 15 s) while the failure is one that
+    waiting can mend; each failure is logged with its reason."""
+    delay = 1.0
+    while True:
+        try:
+            return await connect()
+        except (StoreUnavailable, KafkaError, OSError) as exc:
+            log.warning("%s not reachable yet (%s); retrying in %.0f s", what, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, CONNECT_BACKOFF_MAX_SECONDS)
+
+
+async def _open_store(settings: AlerterSettings) -> AlertStore:
+    """A connected store with every migration applied (closed again if migrating fails)."""
+    store = await AlertStore.connect(
+        settings.database_url.get_secret_value(), schema=settings.alerter_db_schema
+    )
+    try:
+        applied = await store.migrate()
+    except BaseException:
+        await store.close()
+        raise
+    if applied:
+        log.info("applied migrations %s", applied)
+    return store
+
+
+async def _start_producer(settings: AlerterSettings) -> AIOKafkaProducer:
+    producer = reliable_producer(settings, client_id="gapwatch-alerter")
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
 
 
 def _crash_loudly(task: asyncio.Task[None]) -> None:

@@ -83,6 +83,13 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# Errors of a login the server refused (wrong password, no such role or database).
+_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+)
+
+
 def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Turn connection-level failures of `method` into `StoreUnavailable`."""
 
@@ -183,14 +190,18 @@ class AlertStore:
     ) -> AlertStore:
         """Open a pool whose connections see only `schema` (which `migrate` creates)."""
         _check_schema(schema)
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=connect_timeout,
-            server_settings=_server_settings(schema, "gapwatch-alerter"),
-            init=_init_connection,
-        )
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout,
+                server_settings=_server_settings(schema, "gapwatch-alerter"),
+                init=_init_connection,
+            )
+        except (*_UNAVAILABLE, *_REFUSED) as exc:
+            # A refused login is retriable too: the role or database may be being provisioned.
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         return cls(pool, dsn, schema, connect_timeout)
 
     @property

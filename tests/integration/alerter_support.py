@@ -43,6 +43,17 @@ class AlerterProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def readiness(self) -> dict[str, Any] | None:
+        """The /readyz body (whatever its status), or None while nothing answers."""
+        try:
+            return dict(httpx.get(self.url + "/readyz", timeout=5).json())
+        except (httpx.TransportError, ValueError):
+            return None
+
+    def leading(self) -> bool:
+        body = self.readiness()
+        return bool(body and body.get("leader") and body.get("status") == "ready")
+
     def alerts(self, **params: str) -> list[dict[str, Any]]:
         response = httpx.get(self.url + "/v1/alerts", params=params, timeout=10)
         response.raise_for_status()
@@ -52,6 +63,16 @@ class AlerterProcess:
 def start_alerter(
     kafka: KafkaSettings, work: Path, schema: str, rules_file: Path, **env: str
 ) -> AlerterProcess:
+    """An alerter process, once it leads (its /readyz says so)."""
+    alerter = spawn_alerter(kafka, work, schema, rules_file, **env)
+    wait_until_ready("alerter", alerter.process, alerter.log_path, alerter.leading, timeout=60)
+    return alerter
+
+
+def spawn_alerter(
+    kafka: KafkaSettings, work: Path, schema: str, rules_file: Path, **env: str
+) -> AlerterProcess:
+    """An alerter process, started; not waited for."""
     port = free_port()
     log_path = work / f"alerter-{port}.log"
     environment = {
@@ -69,17 +90,7 @@ def start_alerter(
         **env,
     }
     process = spawn("gapwatch_alerter", environment, log_path)
-    alerter = AlerterProcess(f"http://127.0.0.1:{port}", process, log_path)
-
-    def ready() -> bool:
-        try:
-            body = httpx.get(alerter.url + "/readyz", timeout=5).json()
-            return bool(body.get("leader")) and body.get("status") == "ready"
-        except (httpx.TransportError, ValueError):
-            return False
-
-    wait_until_ready("alerter", process, log_path, ready, timeout=60)
-    return alerter
+    return AlerterProcess(f"http://127.0.0.1:{port}", process, log_path)
 
 
 @asynccontextmanager
