@@ -163,10 +163,9 @@ async def core_on_aiokafka_rate(
     finally:
         await admin.close()
     reader = input_reader(settings, "lean")
-    producer = reliable_producer(settings)
     store = Rdict(str(work / "lean-store"))
     await reader.start()
-    await producer.start()
+    await service.start()
     seen = 0
     spent = dict.fromkeys(("score", "produce", "save"), 0.0)
     try:
@@ -191,15 +190,15 @@ async def core_on_aiokafka_rate(
                         records.extend(service.gap_records(gap))
                     touched[decoded.subject] = (tp.partition, scoring.items[decoded.subject])
             scored = time.perf_counter()
-            acks = [await producer.send(t, v, key=k) for t, k, v in records]
-            await asyncio.gather(*acks)
+            # The scorer's own output path: one batch per partition, every ack awaited.
+            await service.produce(records)
             produced = time.perf_counter()
-            saves = []
+            saves: dict[int, list[tuple[bytes, bytes]]] = {}
             for item_id, (number, clock) in touched.items():
                 key, value = orjson.dumps(item_id), clock.to_bytes()
                 store[key] = value
-                saves.append(await producer.send(changelog, value, key=key, partition=number))
-            await asyncio.gather(*saves)
+                saves.setdefault(number, []).append((key, value))
+            await service.send_changelog(changelog, saves)
             spent["score"] += scored - began
             spent["produce"] += produced - scored
             spent["save"] += time.perf_counter() - produced
@@ -207,7 +206,7 @@ async def core_on_aiokafka_rate(
         rate = seen / (time.perf_counter() - started)
         return rate, {phase: seconds / seen * 1e6 for phase, seconds in spent.items()}
     finally:
-        await producer.stop()
+        await service.stop()
         await reader.stop()
         store.close()
 
