@@ -60,6 +60,7 @@ from gapwatch.kafka.topics import ensure_named_topics
 from gapwatch_scorer.collector import freeze_survivors
 from gapwatch_scorer.input_reader import InputReader
 from gapwatch_scorer.item_store import ItemStore, PartitionNotHeld, RocksItemStore, item_key
+from gapwatch_scorer.loop_lag import watch_loop_lag
 from gapwatch_scorer.metrics import ScorerMetrics, publish_series
 from gapwatch_scorer.segment_reader import SegmentReader
 from gapwatch_scorer.settings import ScorerSettings
@@ -869,7 +870,11 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
         # The windows stage, and the clocks stage, until the worker stops.
         stages.extend(
             asyncio.create_task(run(), name=name)
-            for name, run in (("windows", SegmentReader(service).run), ("clocks", reader.run))
+            for name, run in (
+                ("windows", SegmentReader(service).run),
+                ("clocks", reader.run),
+                ("loop-lag", lambda: watch_loop_lag(service.metrics.loop_lag)),
+            )
         )
         await asyncio.gather(*stages)
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from gapwatch.core.gaps import Outcome
+from gapwatch_scorer.loop_lag import LAG_BUCKETS
 
 # Gap histogram buckets, seconds: early by up to a day ... late by up to a day.
 GAP_BUCKETS = (
@@ -105,6 +106,13 @@ class ScorerMetrics:
             "gapwatch_scorer_processing_seconds",
             "Time from an input event's append to Kafka until its gap events were acknowledged.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.loop_lag = Histogram(
+            "gapwatch_scorer_event_loop_lag_seconds",
+            "How much later than asked the event loop woke a sleeper (every 0.1 s): time the"
+            " loop was held by one piece of work, which every waiting event waited too.",
+            buckets=LAG_BUCKETS,
             registry=registry,
         )
         self.lag = Gauge(

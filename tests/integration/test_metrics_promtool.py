@@ -118,5 +118,6 @@ def test_scorer_scrape_passes_promtool(promtool: str, kafka: KafkaSettings, tmp_
         assert any(name == "gapwatch_open_promises" for name, _ in found)
         assert total(found, "process_resident_memory_bytes") > 10 * 2**20
         assert total(found, "process_cpu_seconds_total") > 0
+        assert total(found, "gapwatch_scorer_event_loop_lag_seconds_count") > 0
     finally:
         stop_process(scorer.process)
