@@ -122,13 +122,14 @@ def create_app(
         async def start() -> None:
             the_store = await until_connected("PostgreSQL", lambda: _open_store(settings))
             stops.append(the_store.close)
+            holder["store"] = the_store  # the API and /readyz need only this, not Kafka
             producer = await until_connected("Kafka", lambda: _start_producer(settings))
             stops.append(producer.stop)
             engine = Engine(settings, config, the_store, producer, metrics)
             dispatcher = Dispatcher(settings, config, the_store, receivers, producer, metrics)
             stops.append(dispatcher.stop)
             resender = AlertmanagerResender(config, the_store, receivers, lambda: engine.leading)
-            holder.update(store=the_store, engine=engine, producer=producer)
+            holder.update(engine=engine, producer=producer)
             app.state.engine = engine
             for name, loop in (
                 ("engine", engine.run()),
@@ -343,7 +344,7 @@ async def until_connected(what: str, connect: Callable[[], Awaitable[T]]) -> T:
         try:
             return await connect()
         except (StoreUnavailable, KafkaError, OSError) as exc:
-            log.warning("%s not reachable yet (%s); retrying in %.0f s", what, exc, delay)
+            log.warning("cannot connect to %s yet (%s); retrying in %.0f s", what, exc, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, CONNECT_BACKOFF_MAX_SECONDS)
 

@@ -49,6 +49,9 @@ KAFKA_RECEIVER = "kafka"
 EVIDENCE_REFRESH_SECONDS = 15.0
 """How stale the stored figures of an alert whose state did not change may get."""
 CATCH_UP_SPEED = 2.0
+SILENT_PARTITION_SECONDS = 5.0
+"""While catching up, a partition not yet read to its end that delivered nothing for this long
+stops holding the rounds back."""
 """Behind the live edge, event time is judged at least this many times faster than it passes."""
 
 
@@ -158,6 +161,7 @@ class Engine:
             # judged once, as it stands, rather than paging for incidents that ended before
             # anyone watched.
             rounds = self._rounds() if self.committed else None
+            heard = dict.fromkeys(self.positions, time.monotonic())  # last records, per partition
             while self.store.leading:
                 batch = await reader.getmany(timeout_ms=200, max_records=20_000)
                 dead: list[tuple[bytes, bytes | None]] = []
@@ -167,13 +171,22 @@ class Engine:
                         if letter is not None:
                             dead.append((letter, record.key))
                         self.positions[tp.partition] = record.offset + 1
+                    heard[tp.partition] = time.monotonic()
                 if batch and self.received_at is None:
                     self.received_at = time.monotonic()
-                # Rounds wait for slower partitions only while those deliver: a fetch that brought
-                # nothing means none is coming soon (a partition without a leader, say).
-                behind = self._behind(reader) if batch else set()
+                behind = self._behind(reader)
                 if rounds is not None:
-                    await self._judge_rounds(reader, rounds, behind, dead)
+                    # Rounds wait for slower partitions only while those deliver: one silent for
+                    # a while has nothing coming soon (no leader, say) and must not stop evaluation.
+                    silent = time.monotonic() - SILENT_PARTITION_SECONDS
+                    waiting_for = {p for p in behind if heard.get(p, 0.0) > silent}
+                    await self._judge_rounds(reader, rounds, waiting_for, dead)
+                    if not behind and not len(rounds):
+                        # Caught up: from here on each fetch is judged as it comes. Live, judging
+                        # the newest figures soonest matters more than judging every round: an
+                        # alerter that cannot keep up would fall further behind (bench-alerter).
+                        rounds = None
+                    behind = waiting_for
                 for letter, key in dead:
                     await self.producer.send(self.deadletter_topic, letter, key=key)
                 if rounds is not None and behind:
@@ -181,11 +194,6 @@ class Engine:
                 due = time.monotonic() - self.last_evaluation >= self.settings.alerter_eval_seconds
                 if due or (batch and not behind):
                     await self.evaluate(self.clock(), self._resume_offsets(rounds))
-                if rounds is not None and not behind and not len(rounds):
-                    # Caught up: from here on each fetch is judged as it comes. Live, judging the
-                    # newest figures soonest matters more than judging every round: an alerter
-                    # that cannot keep up would otherwise fall further behind (bench-alerter).
-                    rounds = None
         finally:
             await reader.stop()
 
@@ -352,7 +360,10 @@ class Engine:
             self.alerts[alert.fingerprint] = alert
         evaluated = time.monotonic()
         if changed or positions != self.committed or self.muted:
-            silences = await self.store.active_silences(now)
+            # Silences are an operator's word about notifications sent now: a catch-up round
+            # judged at its past time is still silenced by what is in force on the wall clock.
+            silenced_at = max(now, datetime.now(UTC))
+            silences = await self.store.active_silences(silenced_at)
             deliveries: list[tuple[str, str]] = []
             silenced: list[str] = []
             muted = set(self.muted)
@@ -366,7 +377,7 @@ class Engine:
                     muted.discard(t.fingerprint)
                     continue
                 if t.to_state is AlertState.FIRING:
-                    if any(s.matches(t.rule, t.labels, now) for s in silences):
+                    if any(s.matches(t.rule, t.labels, silenced_at) for s in silences):
                         silenced.append(t.id)
                         muted.add(t.fingerprint)
                         continue
@@ -377,7 +388,7 @@ class Engine:
                 alert = next((a for a in changed if a.fingerprint == fp), None) or self.alerts[fp]
                 if alert.state is not AlertState.FIRING:
                     muted.discard(fp)
-                elif not any(s.matches(alert.rule, alert.labels, now) for s in silences):
+                elif not any(s.matches(alert.rule, alert.labels, silenced_at) for s in silences):
                     # The silence ended and the alert still fires: send the page it held back.
                     latest = transition_id(fp, alert.sequence)
                     receivers = self._receivers(alert.rule, alert.severity, alert.labels)

@@ -97,7 +97,9 @@ def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(*args, **kwargs)
-        except _UNAVAILABLE as exc:
+        except (*_UNAVAILABLE, *_REFUSED) as exc:
+            # A login refused when the pool reconnects (after a PostgreSQL restart, say) is an
+            # outage to wait out too, not a reason for the process to end.
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
 
     return wrapper

@@ -75,7 +75,7 @@ async def test_started_before_postgresql_it_waits_then_connects_and_leads(
             health = httpx.get(alerter.url + "/healthz", timeout=5)
             assert health.status_code == 200
             await eventually(
-                lambda: alerter.log().count("PostgreSQL not reachable yet") >= 2,
+                lambda: alerter.log().count("cannot connect to PostgreSQL yet") >= 2,
                 30,
                 "a second connection attempt",
             )
@@ -111,5 +111,29 @@ async def test_a_refused_login_is_retried_and_reported_without_the_password(
             body = await eventually(alerter.readiness, 30, "the API to answer")
             assert body["postgresql"] == "unreachable"
             assert wrong not in alerter.log()
+        finally:
+            stop_process(alerter.process)
+
+
+async def test_with_kafka_down_at_start_readiness_names_kafka_not_postgresql(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    rules = write_rules(tmp_path / "alerts.yaml", [burn_rule()], [webhook_receiver("http://x")])
+    nowhere = f"127.0.0.1:{free_port()}"
+    async with fresh_schema() as schema:
+        alerter = spawn_alerter(kafka, tmp_path, schema, rules, GAPWATCH_KAFKA_BOOTSTRAP=nowhere)
+        try:
+            await eventually(
+                lambda: "cannot connect to Kafka yet" in alerter.log(), 90, "a Kafka retry"
+            )
+            body = await eventually(alerter.readiness, 30, "the API to answer")
+            assert body == {
+                "status": "not ready",
+                "postgresql": "ok",
+                "kafka": "unreachable",
+                "leader": False,
+            }
+            assert alerter.alerts() == []  # the API serves from PostgreSQL meanwhile
+            assert alerter.process.poll() is None
         finally:
             stop_process(alerter.process)

@@ -71,6 +71,9 @@ def test_partitions_far_ahead_of_the_slowest_are_paused():
     assert waiting.to_pause(behind=set(), partitions=[0, 1, 2, 3]) == set()
     # The slowest is never paused, so the rounds always move on.
     assert waiting.to_pause(behind={1}, partitions=[0, 1, 2]) == set()
+    # A partition not heard from yet does not set the pace (it would pause every other one).
+    assert waiting.to_pause(behind={0, 1, 2, 5}, partitions=[0, 1, 2, 3, 5]) == {1}
+    assert waiting.to_pause(behind={5}, partitions=[0, 1, 2, 5]) == set()
 
 
 reads = st.lists(

@@ -57,9 +57,14 @@ class Rounds(Generic[T]):
         return min((self.newest.get(p, -math.inf) for p in behind), default=math.inf)
 
     def to_pause(self, behind: Iterable[int], partitions: Iterable[int]) -> set[int]:
-        """Partitions read more than `ahead` seconds past the slowest one still behind."""
-        limit = self.watermark(behind) + self.ahead
-        return {p for p in partitions if self.newest.get(p, -math.inf) > limit}
+        """Partitions read more than `ahead` seconds past the slowest one still behind.
+
+        Only partitions that have delivered something set the pace: one not heard from yet
+        (its first fetch still on its way) would otherwise pause every other one.
+        """
+        newest = self.newest
+        slowest = min((newest[p] for p in behind if p in newest), default=math.inf)
+        return {p for p in partitions if newest.get(p, -math.inf) > slowest + self.ahead}
 
     def take(self, behind: Iterable[int]) -> Iterator[Round[T]]:
         """Every round that all partitions in `behind` have read past, oldest first.
