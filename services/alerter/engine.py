@@ -133,6 +133,9 @@ class Engine:
                 await self.store.release_lead()
 
     async def _lead(self) -> None:
+        # Figures are read again from the committed offsets: a book kept from an earlier term
+        # would hold newer figures than the rounds re-read, and ignore them.
+        self.book = FiguresBook()
         self.alerts = await self.store.load_alerts()
         self.by_group = {
             (a.rule, tuple(a.labels[label] for label in self.rules[a.rule].group_by)): fp
