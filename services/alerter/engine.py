@@ -35,14 +35,27 @@ from gapwatch.core.alerts.evaluation import (
 from gapwatch.core.alerts.lifecycle import Alert, AlertState, Transition, advance, transition_id
 from gapwatch.core.alerts.rounds import Rounds
 from gapwatch.core.alerts.rules import AlertsConfig, Rule, Severity
+from gapwatch.core.timebound import FROM_THE_FUTURE
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import consumer
-from gapwatch.kafka.deadletter import dead_letter_record
+from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record
 from gapwatch_alerter.metrics import AlerterMetrics
 from gapwatch_alerter.settings import AlerterSettings
 from gapwatch_alerter.store import AlertStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class SnapshotFromTheFuture(FigureError):
+    """A snapshot whose `as_of` lies beyond the time bound (`gapwatch.core.timebound`)."""
+
+    def __init__(self, as_of: float, limit: float) -> None:
+        super().__init__(
+            f"as_of {datetime.fromtimestamp(as_of, UTC).isoformat()} is after "
+            f"{datetime.fromtimestamp(limit, UTC).isoformat()}, the latest accepted "
+            "(the wall clock plus GAPWATCH_MAX_FUTURE_SKEW_SECONDS)"
+        )
+
 
 KAFKA_RECEIVER = "kafka"
 """The outbox's name for publishing a transition on gapwatch.alerts.v1."""
@@ -172,7 +185,7 @@ class Engine:
                     for record in records:
                         letter = self._take(record.value, tp, record.offset, record.key, rounds)
                         if letter is not None:
-                            dead.append((letter, record.key))
+                            dead.append((letter, dead_letter_key(record.key)))
                         self.positions[tp.partition] = record.offset + 1
                     heard[tp.partition] = time.monotonic()
                 if batch and self.received_at is None:
@@ -255,7 +268,7 @@ class Engine:
             for waiting in step.records:
                 letter = self._apply(waiting)
                 if letter is not None:
-                    dead.append((letter, waiting.key))
+                    dead.append((letter, dead_letter_key(waiting.key)))
             if step.last and not behind:
                 break  # caught up: judged at the wall clock like any live round
             for letter, key in dead:
@@ -286,8 +299,13 @@ class Engine:
             record = orjson.loads(value or b"")
             if not isinstance(record, dict):
                 raise FigureError("record: expected a JSON object")
+            as_of = record_as_of(record)
+            limit = self.settings.not_after().timestamp()
+            if as_of > limit:
+                # Evaluation time never runs backwards (`clock`): one snapshot from the far
+                # future would hold every alert's clock there for the life of the process.
+                raise SnapshotFromTheFuture(as_of, limit)
             if rounds is not None:
-                as_of = record_as_of(record)
                 rounds.add(tp.partition, offset, as_of, _Waiting(record, tp, offset, key, value))
                 return None
             self.book.update(record)
@@ -314,7 +332,13 @@ class Engine:
         value: bytes | None,
     ) -> bytes:
         self.metrics.records.labels("dead_letter").inc()
-        reason = "not_json" if isinstance(exc, orjson.JSONDecodeError) else "bad_figures"
+        reason = (
+            "not_json"
+            if isinstance(exc, orjson.JSONDecodeError)
+            else FROM_THE_FUTURE
+            if isinstance(exc, SnapshotFromTheFuture)
+            else "bad_figures"
+        )
         log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
         return dead_letter_record(
             reason,

@@ -8,9 +8,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from gapwatch.kafka.settings import KafkaSettings
+from gapwatch.settings import TimeBoundSettings
 
 
-class AlerterSettings(KafkaSettings):
+class AlerterSettings(KafkaSettings, TimeBoundSettings):
     """Everything the alerter reads from its environment, each with its default."""
 
     model_config = SettingsConfigDict(env_prefix="GAPWATCH_", extra="ignore", frozen=True)

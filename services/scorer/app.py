@@ -34,12 +34,19 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import EventT
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
 from gapwatch.config import load_policies
-from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, SavedStateError
+from gapwatch.core.clock import (
+    ClockConfig,
+    ConflictingDuplicate,
+    ItemClock,
+    ItemLogFull,
+    SavedStateError,
+)
 from gapwatch.core.gaps import GapData, GapEvent, Outcome
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.scoring import (
@@ -48,14 +55,16 @@ from gapwatch.core.scoring import (
     OpenCounts,
     Scoring,
     ScoringConfig,
+    Unscorable,
     observe_gap,
 )
+from gapwatch.core.timebound import FROM_THE_FUTURE, beyond_reason
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import RollingWindows, SegmentKeyer
 from gapwatch.kafka.batches import key_partition, send_batches
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
-from gapwatch.kafka.deadletter import dead_letter_record
+from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record, excerpt
 from gapwatch.kafka.topics import ensure_named_topics
 from gapwatch_scorer.collector import freeze_survivors
 from gapwatch_scorer.input_reader import InputReader
@@ -190,6 +199,30 @@ class ScorerService:
         # A revocation waits for it, so a batch's saves are on the changelog before the
         # partitions' next owner recovers them.
         self.scoring_turn = asyncio.Lock()
+        # Stages whose reader failed and has not handled a batch since: stage -> the error.
+        # `/healthz` answers 503 while any is here, so a failure that repeats is seen.
+        self.failing: dict[str, str] = {}
+        self.retiring: set[asyncio.Task[None]] = set()
+
+    def stage_failed(self, stage: str, exc: BaseException) -> None:
+        """Count and remember a stage's failure; a Kafka error also retires the producer.
+
+        An idempotent producer that failed a send may answer every later one with
+        `OutOfOrderSequenceNumber`: the stage would fail the same way forever. The next
+        `produce` starts a fresh producer; the old one is stopped aside.
+        """
+        reason = type(exc).__name__
+        self.metrics.stage_restarts.labels(stage, reason).inc()
+        self.failing[stage] = f"{reason}: {excerpt(str(exc), 200)}"
+        if isinstance(exc, KafkaError) and self.producer is not None:
+            old, self.producer = self.producer, None
+            task = asyncio.create_task(old.stop())
+            self.retiring.add(task)
+            task.add_done_callback(self.retiring.discard)
+
+    def stage_working(self, stage: str) -> None:
+        """A stage handled a batch: it is no longer failing."""
+        self.failing.pop(stage, None)
 
     async def start(self) -> None:
         async with self.starting:
@@ -271,9 +304,10 @@ class ScorerService:
         """Score a batch, produce its gap events and save its items; `scoring_turn` is held."""
         records: list[tuple[str, bytes, bytes]] = []
         touched: dict[str, tuple[EventT, ItemClock]] = {}
+        not_after = self.settings.not_after()  # once a batch: the bound moves with the clock
         for event in events:
             try:
-                self._score(event, items, records, touched)
+                self._score(event, items, records, touched, not_after)
             except PartitionNotHeld:
                 raise  # not this event's fault: the reader starts again, nothing committed
             except Exception as exc:  # one event must not stop the partition
@@ -339,17 +373,24 @@ class ScorerService:
         items: ItemStore,
         records: list[tuple[str, bytes, bytes]],
         touched: dict[str, tuple[EventT, ItemClock]],
+        not_after: datetime,
     ) -> None:
         message = event.message
         part = self.partition(message.partition)
         part.last_event_wall = time.time()
         try:
-            decoded = decode_event(message.value or b"")
+            # An event from beyond the time bound is refused here, before any clock or
+            # watermark of its partition can move (`gapwatch.core.timebound`).
+            decoded = decode_event(message.value or b"", not_after)
         except EventRejected as exc:
             records.append(self._dead(exc.rejection.value, str(exc), event))
             return
-        if message.key is not None and message.key != decoded.key:
-            detail = f"record key {message.key!r} is not the subject {decoded.subject!r}"
+        if message.key != decoded.key:
+            # A null key included: such a record lands wherever the producer put it, while the
+            # rest of its item's events go to the subject's partition; scored apart they would
+            # breach an item that was answered in time.
+            shown = "null" if message.key is None else excerpt(message.key)
+            detail = f"record key {shown} is not the subject {decoded.subject!r}"
             records.append(self._dead("key_mismatch", detail, event))
             return
         scoring = part.scoring
@@ -363,12 +404,16 @@ class ScorerService:
                     # Scoring on an empty history would publish wrong outcomes: keep the event.
                     records.append(self._dead("state_unreadable", str(exc), event))
                     return
-                scoring.adopt(clock)
+                scoring.adopt(clock, not_after)
+                self._report_clamped(scoring)
                 for gap in implied:
                     records.extend(self.gap_records(gap))
         try:
             gaps = scoring.process_and_tick(decoded)
-        except (LateEvent, ItemLogFull, SavedStateError) as exc:
+        except Unscorable as exc:
+            records.append(self._dead(exc.reason, str(exc), event))
+            return
+        except (LateEvent, ItemLogFull, SavedStateError, ConflictingDuplicate) as exc:
             records.append(self._dead(_REASONS[type(exc)], str(exc), event))
             return
         finally:
@@ -391,10 +436,21 @@ class ScorerService:
             event.message.topic,
             event.message.partition,
             event.message.offset,
-            detail,
+            excerpt(detail, 300),  # a detail may quote user data: logs stay bounded
         )
         record = dead_letter(reason, detail, event, service)
-        return (self.deadletter_topic, event.message.key or b"", record)
+        return (self.deadletter_topic, dead_letter_key(event.message.key), record)
+
+    def _report_clamped(self, scoring: Scoring) -> None:
+        if scoring.clamped:
+            log.warning(
+                "%d restored item clocks lay beyond the time bound (saved before it existed): "
+                "their partition's event time was brought back to %s",
+                scoring.clamped,
+                self.settings.not_after().isoformat(),
+            )
+            self.metrics.clamped.inc(scoring.clamped)
+            scoring.clamped = 0
 
     def let_go_inputs(self, numbers: set[int]) -> None:
         """Drop the clocks of input partitions that went to another worker (or may have).
@@ -506,8 +562,10 @@ class ScorerService:
         await self.produce([r for gap in implied for r in self.gap_records(gap)])
         async with self.scoring_turn:
             count = scoring.adopt_many(
-                clock for clock in batch if clock.item_id not in scoring.items
+                (clock for clock in batch if clock.item_id not in scoring.items),
+                self.settings.not_after(),
             )
+            self._report_clamped(scoring)
             fired = scoring.fire_passed()
             _report_unreadable(scoring)
             await self.produce([r for gap in fired for r in self.gap_records(gap)])
@@ -597,6 +655,7 @@ class ScorerService:
 
     async def handle_gaps(self, events: Sequence[EventT]) -> None:
         letters: list[tuple[str, bytes, bytes]] = []
+        not_after = self.settings.not_after()
         for event in events:
             message = event.message
             number = message.partition
@@ -606,7 +665,9 @@ class ScorerService:
                 continue  # already counted by the rebuild
             self.windows_until[number] = message.offset + 1
             try:
-                self._observe(number, message.value or b"", count=True)
+                self._observe(number, message.value or b"", count=True, not_after=not_after)
+            except GapFromTheFuture as exc:
+                letters.append(self._dead(FROM_THE_FUTURE, str(exc), event, "scorer-windows"))
             except ValidationError as exc:
                 # The gaps topic is open to any producer: a record that is not a gap event is
                 # kept (dead letter, original bytes), not counted, and the windows go on.
@@ -624,8 +685,12 @@ class ScorerService:
         self.seen_gaps.pop(number, None)
         self.stream_time.pop(number, None)
 
-    def _observe(self, number: int, value: bytes, *, count: bool) -> None:
+    def _observe(self, number: int, value: bytes, *, count: bool, not_after: datetime) -> None:
         gap = GapEvent.model_validate_json(value)
+        if gap.data.outcome_at > not_after:
+            # Not counted: it would move the windows' time, which never goes back (an input
+            # event this far ahead is refused now; a gap event written before that was not).
+            raise GapFromTheFuture(gap.data.outcome_at, not_after)
         seen = self.seen_gaps.setdefault(number, {})
         if gap.id in seen:
             return  # a gap event re-emitted after a crash keeps its id: count it once
@@ -656,6 +721,7 @@ class ScorerService:
         replayed = 0
         try:
             reader.assign([tp])
+            not_after = self.settings.not_after()
             since = datetime.now(UTC) - timedelta(days=7, hours=2)
             found = await reader.offsets_for_times({tp: int(since.timestamp() * 1000)})
             start = found[tp].offset if found.get(tp) is not None else None
@@ -674,8 +740,8 @@ class ScorerService:
                     if record.offset >= until:
                         break
                     try:
-                        self._observe(number, record.value or b"", count=False)
-                    except ValidationError:
+                        self._observe(number, record.value or b"", count=False, not_after=not_after)
+                    except (ValidationError, GapFromTheFuture):
                         continue  # dead-lettered when the stream delivered it
                     replayed += 1
                 position = await reader.position(tp)
@@ -748,10 +814,18 @@ class ScorerService:
         return records
 
 
+class GapFromTheFuture(Exception):
+    """A gap event whose outcome time lies beyond the time bound; the windows skip it."""
+
+    def __init__(self, at: datetime, not_after: datetime) -> None:
+        super().__init__(f"gap event outcome_at: {beyond_reason(at, not_after)}")
+
+
 _REASONS: dict[type[Exception], str] = {
     LateEvent: LateEvent.reason,
     ItemLogFull: "item_log_full",
     SavedStateError: "state_unreadable",
+    ConflictingDuplicate: ConflictingDuplicate.reason,
 }
 """Dead-letter reasons of the input events the scoring core refuses."""
 
@@ -860,6 +934,16 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         # The count of input events scored: a cheap "is it moving?" (benchmarks poll it).
+        # A stage that failed and has not handled a batch since makes it 503, with the error.
+        if service.failing:
+            return web.json(
+                {
+                    "status": "failing",
+                    "failing": service.failing,
+                    "events_scored": service.events_scored,
+                },
+                status=503,
+            )
         return web.json({"status": "ok", "events_scored": service.events_scored})
 
     stages: list[asyncio.Task[Any]] = []

@@ -105,8 +105,9 @@ class InputReader:
                     with contextlib.suppress(KafkaError, OSError):
                         await asyncio.wait_for(self.commit(reader), 5)
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("input reader failed; starting again in %.0fs", RESTART_SECONDS)
+                self.service.stage_failed("clocks", exc)
                 # It rejoins with nothing: whatever it is given is recovered and restored anew.
                 self._let_go(set(self.assigned) | self.revoking | self.items.held)
                 self.revoking.clear()
@@ -144,6 +145,7 @@ class InputReader:
                 async with service.scoring_turn:
                     if self.generation == generation:
                         await service.handle_inputs_in_turn(events, self.items)
+                        service.stage_working("clocks")
                         for tp, records in batch.items():
                             if records:
                                 self.handled[tp] = records[-1].offset + 1

@@ -129,6 +129,18 @@ class ScorerMetrics:
         self.items = Gauge(
             "gapwatch_scorer_items", "Items held in memory by this worker.", registry=registry
         )
+        self.clamped = Counter(
+            "gapwatch_scorer_clamped_watermarks_total",
+            "Restored item clocks whose event time lay beyond the time bound (saved before it "
+            "existed): their partition's restored event time was brought back to the bound.",
+            registry=registry,
+        )
+        self.stage_restarts = Counter(
+            "gapwatch_scorer_stage_restarts_total",
+            "Restarts of a stage's reader after an unexpected error, by stage and error type.",
+            ["stage", "reason"],
+            registry=registry,
+        )
         for outcome in Outcome:
             self.gap_events.labels(outcome.value)
 

@@ -62,8 +62,9 @@ class SegmentReader:
                 await self._read(reader)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("windows reader failed; starting again in %.0fs", RESTART_SECONDS)
+                self.service.stage_failed("windows", exc)
                 # Whatever it holds when it rejoins is rebuilt from history, as after a restart.
                 for number in list(self.service.windows_until):
                     self.service.forget_windows(number)
@@ -98,6 +99,7 @@ class SegmentReader:
         if not events:
             return
         await self.service.handle_gaps(events)
+        self.service.stage_working("windows")
         done = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         try:
             await reader.commit(done)

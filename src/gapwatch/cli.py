@@ -13,8 +13,24 @@ from pathlib import Path
 from typing import Any
 
 from gapwatch.core.schemas import event_schemas
+from gapwatch.core.timebound import DEFAULT_MAX_FUTURE_SKEW_SECONDS, not_after
 
 DEFAULT_SCHEMA_DIR = Path("schemas")
+
+
+def _aware_time(text: str) -> datetime:
+    """An argparse type: an ISO 8601 time with a UTC offset, or a usage error (exit 2)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time; expected e.g. 2026-03-31T00:00:00+00:00"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; expected e.g. 2026-03-31T00:00:00+00:00"
+        )
+    return value.astimezone(UTC)
 
 
 def _render(document: dict[str, Any]) -> str:
@@ -70,10 +86,19 @@ def cmd_topics(_: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from gapwatch.bulk import bulk_ingest
     from gapwatch.kafka.settings import KafkaSettings
-    from gapwatch.settings import load_settings
+    from gapwatch.settings import TimeBoundSettings, load_settings
 
     settings = load_settings(KafkaSettings)
-    report = asyncio.run(bulk_ingest(settings, args.file, args.rejects, progress=not args.quiet))
+    skew = load_settings(TimeBoundSettings).max_future_skew_seconds
+    report = asyncio.run(
+        bulk_ingest(
+            settings,
+            args.file,
+            args.rejects,
+            progress=not args.quiet,
+            max_future_skew_seconds=skew,
+        )
+    )
     print(f"accepted {report.accepted} events from {args.file}")
     if report.rejected:
         reasons = ", ".join(f"{r}: {n}" for r, n in Counter(report.rejected).most_common())
@@ -95,9 +120,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         segment_labels=tuple(args.segment_labels.split(",")),
         grace_seconds=args.grace_seconds,
     )
-    until = datetime.fromisoformat(args.until) if args.until else None
+    # History is bounded by `--until` (or, without it, by now) plus the skew: a replay of
+    # last quarter refuses an event from next year, as the live scorer would have.
+    until = args.until
+    limit = not_after(until or datetime.now(UTC), args.max_future_skew_seconds)
     with args.file.open("rb") as lines:
-        result = replay(lines, config, until)
+        result = replay(lines, config, until, limit)
     scoring = result.scoring
     as_of = until or scoring.watermark or datetime.now(UTC)
     document = {
@@ -147,7 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--policies", type=Path, default=Path("deploy/config/policies.yaml"))
     rep.add_argument("--segment-labels", default="team,region,priority")
     rep.add_argument("--grace-seconds", type=float, default=3600.0)
-    rep.add_argument("--until", help="advance the clock to this ISO time at the end")
+    rep.add_argument(
+        "--until",
+        type=_aware_time,
+        help="advance the clock to this time at the end (ISO 8601 with a UTC offset); events "
+        "after it plus --max-future-skew-seconds are rejected",
+    )
+    rep.add_argument(
+        "--max-future-skew-seconds",
+        type=float,
+        default=DEFAULT_MAX_FUTURE_SKEW_SECONDS,
+        help="how far past --until (or now) an event's own time may lie (default %(default)s)",
+    )
     rep.add_argument("-o", "--output", type=Path, help="write the JSON here (default stdout)")
     rep.set_defaults(func=cmd_replay)
 

@@ -294,6 +294,9 @@ def run_demo(minutes: float | None, rate: float, console: Console | None = None)
         # records an hour of event time (15 s) before they count as stale.
         "GAPWATCH_SCORER_WINDOWS_LEAD_SECONDS": "172800",
         "GAPWATCH_ALERTER_STALE_SECONDS": "3600",
+        # ... and accept event times that far ahead of the wall clock: a year of event time,
+        # a day and a half of the demo (the default bound is five minutes).
+        "GAPWATCH_MAX_FUTURE_SKEW_SECONDS": str(365 * 86400),
     }
     py = sys.executable
     stack = Stack()

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gapwatch.config import load_policies
-from gapwatch.core.clock import ClockConfig, ItemLogFull, Status
+from gapwatch.core.clock import ClockConfig, ConflictingDuplicate, ItemLogFull, Status
 from gapwatch.core.policies import PolicySet, Target
 from gapwatch.core.promises import PromiseKind
-from gapwatch.core.scoring import LateEvent, Scoring, ScoringConfig
+from gapwatch.core.scoring import LateEvent, Scoring, ScoringConfig, Unscorable
 from gapwatch.core.validation import decode_event
 from gapwatch.importers import ImportOptions, ImportStats, servicenow
 from gapwatch.importers.files import csv_rows
@@ -167,6 +167,8 @@ def score(events: Iterable[bytes], policies: PolicySet) -> tuple[Scoring, dict[s
             rejected[LateEvent.reason] = rejected.get(LateEvent.reason, 0) + 1
         except ItemLogFull:
             rejected["item_log_full"] = rejected.get("item_log_full", 0) + 1
+        except (Unscorable, ConflictingDuplicate) as exc:
+            rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
     return scoring, rejected
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gapwatch.core.timebound import DEFAULT_MAX_FUTURE_SKEW_SECONDS, not_after
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -37,3 +40,25 @@ def load_settings(settings_cls: type[SettingsT]) -> SettingsT:
             message = str(err["msg"]).removeprefix("Value error, ")
             problems.append(message if not field else f"{name}: {message}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+class TimeBoundSettings(BaseSettings):
+    """How far ahead of this process's clock an event's own time may lie (`core.timebound`)."""
+
+    model_config = SettingsConfigDict(env_prefix="GAPWATCH_", extra="ignore", frozen=True)
+
+    max_future_skew_seconds: float = Field(
+        default=DEFAULT_MAX_FUTURE_SKEW_SECONDS,
+        ge=0,
+        le=366 * 24 * 3600,
+        description="Events whose own time (CloudEvents `time`, or when the fact occurred) lies "
+        "further than this ahead of the receiver's clock are refused: 422 at ingest, a "
+        "`from_the_future` dead letter in the scorer. Window snapshots as far ahead are not "
+        "evaluated by the alerter. A demo that runs event time faster than the wall clock "
+        "raises it.",
+    )
+
+    def not_after(self, now: datetime | None = None) -> datetime:
+        """The latest event time accepted now (or at `now`)."""
+        at = now if now is not None else datetime.now(UTC)
+        return not_after(at, self.max_future_skew_seconds)

@@ -70,6 +70,8 @@ from tests.integration.conftest import (
 from tests.integration.scorer_support import ScorerProcess, flush_events, start_scorer
 
 SPEED = 240.0
+AHEAD = "172800"
+"""GAPWATCH_MAX_FUTURE_SKEW_SECONDS of every service: event time runs ahead of the wall clock."""
 """Simulated seconds per wall second: an hour of event time in 15 s, as in `make demo`."""
 RATE = 300.0
 """Events per wall second (0.25 items per simulated second)."""
@@ -269,7 +271,13 @@ class Feed:
 
 def start_ingest_at(kafka: KafkaSettings, work: Path, port: int) -> IngestProcess:
     """The ingest service on a given port, answering fast with 503 while Kafka is away."""
-    return start_ingest(kafka, work, port, GAPWATCH_INGEST_PRODUCE_TIMEOUT_SECONDS="5")
+    return start_ingest(
+        kafka,
+        work,
+        port,
+        GAPWATCH_INGEST_PRODUCE_TIMEOUT_SECONDS="5",
+        GAPWATCH_MAX_FUTURE_SKEW_SECONDS=AHEAD,
+    )
 
 
 def slip_rule() -> dict[str, Any]:
@@ -311,12 +319,13 @@ class Pipeline:
             "GAPWATCH_SCORER_WALL_CLOCK": "false",
             "GAPWATCH_SCORER_WINDOWS_LEAD_SECONDS": "172800",
             "GAPWATCH_SCORER_DATA_DIR": str(work / "scorer-state"),
+            "GAPWATCH_MAX_FUTURE_SKEW_SECONDS": AHEAD,
         }
 
     @staticmethod
     def alerter_env() -> dict[str, str]:
         # 1 s of wall time is 4 minutes of event time: snapshots seconds apart are not stale.
-        return {"GAPWATCH_ALERTER_STALE_SECONDS": "3600"}
+        return {"GAPWATCH_ALERTER_STALE_SECONDS": "3600", "GAPWATCH_MAX_FUTURE_SKEW_SECONDS": AHEAD}
 
     def kill(self, what: str) -> None:
         """kill -9 one service and reap it."""

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,12 +27,20 @@ from tests.integration.alerter_support import (
     start_alerter,
     write_rules,
 )
-from tests.integration.conftest import TOKEN, Alertmanager, IngestProcess, stop_process
+from tests.integration.conftest import (
+    TOKEN,
+    Alertmanager,
+    IngestProcess,
+    start_ingest,
+    stop_process,
+)
 from tests.integration.scorer_support import start_scorer
 
 pytestmark = pytest.mark.timeout(480)
 
 SPEED = 240  # simulated seconds per wall-clock second
+AHEAD = "172800"
+"""GAPWATCH_MAX_FUTURE_SKEW_SECONDS of every service: event time runs ahead of the wall clock."""
 POLICIES = """
 version: 1
 defaults:
@@ -45,6 +54,14 @@ policies:
     promises:
       first_response: {within: 2h}
 """
+
+
+@pytest.fixture
+def ingest(kafka: KafkaSettings, tmp_path: Path) -> Iterator[IngestProcess]:
+    """The ingest service, accepting event times as far ahead as the simulation runs."""
+    service = start_ingest(kafka, tmp_path, GAPWATCH_MAX_FUTURE_SKEW_SECONDS=AHEAD)
+    yield service
+    stop_process(service.process)
 
 
 def slip_rule() -> dict[str, object]:
@@ -92,6 +109,7 @@ async def test_team_slip_pages_the_slipping_team_once_and_resolves(
         "pipeline",
         GAPWATCH_SCORER_POLICIES_FILE=str(policies),
         GAPWATCH_SCORER_WINDOWS_LEAD_SECONDS="172800",
+        GAPWATCH_MAX_FUTURE_SKEW_SECONDS=AHEAD,
     )
     simulator = None
     async with fresh_schema() as schema:
@@ -104,6 +122,7 @@ async def test_team_slip_pages_the_slipping_team_once_and_resolves(
             # 1 s of wall time is 4 minutes of event time: snapshots a few seconds apart must
             # not count as stale.
             GAPWATCH_ALERTER_STALE_SECONDS="3600",
+            GAPWATCH_MAX_FUTURE_SKEW_SECONDS=AHEAD,
         )
         try:
             with (tmp_path / "simulate.log").open("wb") as log:

@@ -135,6 +135,21 @@ class ItemLogFull(Exception):
         self.item_id = item_id
 
 
+class ConflictingDuplicate(Exception):
+    """An event whose id the item already holds, with other content: the first one stays, and
+    this one must be dead-lettered (a sender reusing ids would otherwise lose events unseen)."""
+
+    retriable = False
+    reason = "conflicting_duplicate"
+
+    def __init__(self, item_id: str, event_id: str, held: bytes, offered: bytes) -> None:
+        super().__init__(
+            f"item {item_id!r} already holds event id {event_id!r} with other content: "
+            f"held sha256 {hashlib.sha256(held).hexdigest()}, "
+            f"this one sha256 {hashlib.sha256(offered).hexdigest()}"
+        )
+
+
 class Status(StrEnum):
     OPEN = "open"
     MET = "met"
@@ -473,8 +488,16 @@ class ItemClock:
         """Apply one input event; returns the gap events it (and the time it moved) caused."""
         self._wake()
         event_id = event.id
-        if any(e.event_id == event_id for e in self._log):
-            return []  # a repeated event id is the same event
+        for held in self._log:
+            if held.event_id == event_id:
+                # A repeated id is the same event (at-least-once delivery), unless its content
+                # says otherwise: compared as models, so a log saved by an older version that
+                # wrote the same facts differently still matches.
+                if held.model() != event.data:
+                    offered = _Entry.of(event_id, event.data).saved
+                    raise ConflictingDuplicate(self.item_id, event_id, held.saved, offered)
+                held.data = None
+                return []
         if len(self._log) >= self._config.log_limit:
             raise ItemLogFull(self.item_id, self._config.log_limit)
         entry = _Entry.of(event_id, event.data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -27,6 +29,11 @@ class EventData(BaseModel):
     def occurred_at(self) -> Any:
         """When the fact happened in the source system (event time)."""
         raise NotImplementedError
+
+    def promised_times(self) -> Iterator[tuple[str, datetime]]:
+        """(field path under `data`, value) of every time this event promises: due times,
+        arrival windows. None by default."""
+        return iter(())
 
 
 DataT = TypeVar("DataT", bound=EventData)

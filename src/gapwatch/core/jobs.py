@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import ClassVar, Literal, Self
 
@@ -48,6 +49,12 @@ class JobScheduled(_JobData):
     def occurred_at(self) -> datetime:
         return self.created_at
 
+    def promised_times(self) -> Iterator[tuple[str, datetime]]:
+        yield "window.start", self.window.start
+        yield "window.end", self.window.end
+        if self.promised_completion_at is not None:
+            yield "promised_completion_at", self.promised_completion_at
+
 
 class JobRescheduled(_JobData):
     rescheduled_at: Timestamp
@@ -57,6 +64,10 @@ class JobRescheduled(_JobData):
     @property
     def occurred_at(self) -> datetime:
         return self.rescheduled_at
+
+    def promised_times(self) -> Iterator[tuple[str, datetime]]:
+        yield "window.start", self.window.start
+        yield "window.end", self.window.end
 
 
 class JobDispatched(_JobData):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from typing import Self
 
@@ -9,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 from gapwatch.core.fields import Timestamp
+
+MAX_PROMISE_AHEAD = timedelta(days=3 * 366 + 2)
+"""How far after its event a promised time may lie: the business calendars' search horizon.
+A promise further out is refused at validation (`promise_horizon`), as no calendar could answer
+for it and its business-time gap would walk every day in between."""
 
 
 class PromiseKind(StrEnum):

@@ -25,8 +25,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from gapwatch.core.calendar import CalendarError
 from gapwatch.core.catalog import AnyInputEvent
-from gapwatch.core.clock import ClockConfig, ItemClock, ItemLogFull, SavedStateError
+from gapwatch.core.clock import (
+    ClockConfig,
+    ConflictingDuplicate,
+    ItemClock,
+    ItemLogFull,
+    SavedStateError,
+)
 from gapwatch.core.feedback import ItemKind
 from gapwatch.core.gaps import GapData, GapEvent
 from gapwatch.core.promises import PromiseKind
@@ -50,6 +57,17 @@ class LateEvent(Exception):
             f"event {event_id!r} is {lateness.total_seconds():.0f}s behind the watermark; "
             f"the grace period is {grace.total_seconds():.0f}s"
         )
+
+
+class Unscorable(Exception):
+    """A valid event whose promise the clock cannot compute: a business calendar with no
+    answer within its horizon, or a time sum out of `datetime`'s range. Nothing was applied."""
+
+    retriable = False
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}")
 
 
 def observe_gap(windows: RollingWindows, gap: GapData) -> None:
@@ -124,6 +142,8 @@ class Scoring:
     restored_watermarks: dict[Stream, datetime] = field(default_factory=dict)
     # Restored clocks found unreadable when a timer woke them, for the caller to report.
     unreadable: list[SavedStateError] = field(default_factory=list)
+    # Restored clocks whose event time lay beyond the time bound, brought back to it (`adopt`).
+    clamped: int = 0
     _timers: dict[ItemKind, list[tuple[datetime, str]]] = field(default_factory=dict)
     _scheduled: dict[str, datetime] = field(default_factory=dict)
 
@@ -134,8 +154,8 @@ class Scoring:
     # --- input ---------------------------------------------------------------------------------
 
     def process(self, event: AnyInputEvent) -> list[GapEvent]:
-        """Apply one validated input event; raises LateEvent, ItemLogFull or SavedStateError (its
-        item's restored state is unreadable) for dead letters."""
+        """Apply one validated input event; raises LateEvent, ItemLogFull, Unscorable or
+        SavedStateError (its item's restored state is unreadable) for dead letters."""
         at = event.data.occurred_at
         stream = event.stream
         grace = timedelta(seconds=self.config.grace_seconds)
@@ -145,7 +165,12 @@ class Scoring:
         clock = self.items.get(event.subject)
         if clock is None:
             clock = self.items[event.subject] = ItemClock(event.subject, self.config.clock)
-        out = clock.apply(event)
+        try:
+            out = clock.apply(event)
+        except CalendarError as exc:
+            raise Unscorable(f"calendar_{exc.code}", str(exc)) from None
+        except OverflowError as exc:
+            raise Unscorable("out_of_range", f"a promised time is out of range: {exc}") from None
         if mark is None or at > mark:
             self.stream_watermarks[stream] = at
         if self.watermark is None or at > self.watermark:
@@ -157,16 +182,18 @@ class Scoring:
         self._schedule(clock)
         return out
 
-    def adopt(self, clock: ItemClock) -> None:
+    def adopt(self, clock: ItemClock, not_after: datetime | None = None) -> None:
         """Take over a clock restored from a state store: hold it and schedule its timers.
 
         Its timers fire when its stream's watermark reaches them. The watermark itself is left
         alone: the restored clock may have seen events the consumer is about to read again, and
         firing other items' timers at that later time would breach them before their own
-        (re-read) deliveries arrive. Its time is kept in `restored_watermarks` instead.
+        (re-read) deliveries arrive. Its time is kept in `restored_watermarks` instead, brought
+        back to `not_after` if it lies beyond (`clamped` counts those): a clock saved before the
+        time bound existed must not hold its partition in the far future.
         """
         self.items[clock.item_id] = clock
-        last = clock.last_item_event_at
+        last = self._bounded(clock.last_item_event_at, not_after)
         stream = ITEM_KIND_STREAM.get(clock.item_kind or ItemKind.TICKET)
         if last is not None and stream is not None:
             mark = self.restored_watermarks.get(stream)
@@ -174,7 +201,13 @@ class Scoring:
                 self.restored_watermarks[stream] = last
         self._schedule(clock)
 
-    def adopt_many(self, clocks: Iterable[ItemClock]) -> int:
+    def _bounded(self, at: datetime | None, not_after: datetime | None) -> datetime | None:
+        if at is not None and not_after is not None and at > not_after:
+            self.clamped += 1
+            return not_after
+        return at
+
+    def adopt_many(self, clocks: Iterable[ItemClock], not_after: datetime | None = None) -> int:
         """`adopt` for a whole restore: the same result, timers heaped once at the end."""
         items, scheduled, restored = self.items, self._scheduled, self.restored_watermarks
         pending: dict[ItemKind, list[tuple[datetime, str]]] = {}
@@ -185,6 +218,8 @@ class Scoring:
             items[item_id] = clock
             kind = clock.item_kind
             last = clock.last_item_event_at
+            if last is not None and not_after is not None and last > not_after:
+                last = self._bounded(last, not_after)
             stream = ITEM_KIND_STREAM.get(kind or ItemKind.TICKET)
             if last is not None and stream is not None:
                 mark = restored.get(stream)
@@ -353,15 +388,22 @@ class ReplayResult:
 
 
 def replay(
-    lines: Iterable[bytes], config: ScoringConfig, until: datetime | None = None
+    lines: Iterable[bytes],
+    config: ScoringConfig,
+    until: datetime | None = None,
+    not_after: datetime | None = None,
 ) -> ReplayResult:
-    """Run the core over JSON Lines of input events, exactly as the live scorer would."""
+    """Run the core over JSON Lines of input events, exactly as the live scorer would.
+
+    With `not_after`, events whose own time lies after it are rejected as `from_the_future`
+    (the live scorer bounds by its clock; `gapwatch replay` by `--until`, or its clock).
+    """
     scoring = Scoring(config)
     gaps: list[GapEvent] = []
     rejected: list[tuple[int, str, str]] = []
     for line_no, line in _numbered(lines):
         try:
-            event = decode_event(line)
+            event = decode_event(line, not_after)
             gaps.extend(scoring.process_and_tick(event))
         except EventRejected as exc:
             rejected.append((line_no, exc.rejection.value, str(exc)))
@@ -371,6 +413,9 @@ def replay(
             continue
         except ItemLogFull as exc:
             rejected.append((line_no, "item_log_full", str(exc)))
+            continue
+        except (Unscorable, ConflictingDuplicate) as exc:
+            rejected.append((line_no, exc.reason, str(exc)))
             continue
     if until is not None:
         gaps.extend(scoring.tick(until))
@@ -390,5 +435,6 @@ __all__ = [
     "Scoring",
     "ScoringConfig",
     "Snapshot",
+    "Unscorable",
     "replay",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
@@ -52,6 +53,10 @@ class TicketOpened(_TicketData):
     def occurred_at(self) -> datetime:
         return self.opened_at
 
+    def promised_times(self) -> Iterator[tuple[str, datetime]]:
+        for index, promise in enumerate(self.promises):
+            yield f"promises[{index}].due_at", promise.due_at
+
 
 class TicketStatusChanged(_TicketData):
     changed_at: Timestamp
@@ -81,6 +86,9 @@ class TicketPromiseChanged(_TicketData):
     @property
     def occurred_at(self) -> datetime:
         return self.changed_at
+
+    def promised_times(self) -> Iterator[tuple[str, datetime]]:
+        yield "due_at", self.due_at
 
 
 class TicketResolved(_TicketData):

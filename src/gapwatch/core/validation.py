@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Union
 
@@ -15,6 +16,8 @@ from gapwatch.core.catalog import (
     AnyInputEvent,
     supported_versions_of,
 )
+from gapwatch.core.promises import MAX_PROMISE_AHEAD
+from gapwatch.core.timebound import FROM_THE_FUTURE, beyond_reason, times_beyond
 
 
 class Rejection(StrEnum):
@@ -25,6 +28,7 @@ class Rejection(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     UNSUPPORTED_VERSION = "unsupported_version"
     SCHEMA_INVALID = "schema_invalid"
+    FROM_THE_FUTURE = "from_the_future"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +78,12 @@ def _schema_errors(exc: ValidationError, index: int) -> list[FieldError]:
     return errors
 
 
-def validate_event(value: Any, index: int = 0) -> AnyInputEvent:
-    """Validate one decoded JSON value as an input event; raises EventRejected."""
+def validate_event(value: Any, index: int = 0, not_after: datetime | None = None) -> AnyInputEvent:
+    """Validate one decoded JSON value as an input event; raises EventRejected.
+
+    With `not_after`, an event whose own time lies after it is refused as `from_the_future`
+    (`gapwatch.core.timebound`).
+    """
     if not isinstance(value, dict):
         raise EventRejected(
             Rejection.NOT_AN_OBJECT,
@@ -117,12 +125,51 @@ def validate_event(value: Any, index: int = 0) -> AnyInputEvent:
             ],
         )
     try:
-        return model.model_validate(value)
+        event: AnyInputEvent = model.model_validate(value)
     except ValidationError as exc:
         raise EventRejected(Rejection.SCHEMA_INVALID, _schema_errors(exc, index)) from None
+    refused = after_schema(event, not_after, index)
+    if refused is not None:
+        raise refused
+    return event
 
 
-def decode_event(raw: bytes) -> AnyInputEvent:
+def after_schema(
+    event: AnyInputEvent, not_after: datetime | None, index: int = 0
+) -> EventRejected | None:
+    """What refuses a schema-valid event: promised times beyond the horizon (`schema_invalid`),
+    or, with `not_after`, an own time after it (`from_the_future`). None if it is fine."""
+    data = event.data
+    latest = data.occurred_at + MAX_PROMISE_AHEAD
+    far = [
+        FieldError(
+            index,
+            f"data.{path}",
+            "promise_horizon",
+            f"{value.isoformat()} is more than {MAX_PROMISE_AHEAD.days} days after the event "
+            f"({data.occurred_at.isoformat()}); no promise may reach that far",
+        )
+        for path, value in data.promised_times()
+        if value > latest
+    ]
+    if far:
+        return EventRejected(Rejection.SCHEMA_INVALID, far)
+    if not_after is not None:
+        errors = future_errors(event, not_after, index)
+        if errors:
+            return EventRejected(Rejection.FROM_THE_FUTURE, errors)
+    return None
+
+
+def future_errors(event: AnyInputEvent, not_after: datetime, index: int = 0) -> list[FieldError]:
+    """One error per time of the event that lies after `not_after`; none if it is within."""
+    return [
+        FieldError(index, path, FROM_THE_FUTURE, beyond_reason(value, not_after))
+        for path, value in times_beyond(event, not_after)
+    ]
+
+
+def decode_event(raw: bytes, not_after: datetime | None = None) -> AnyInputEvent:
     """Decode and validate one event from its JSON bytes (a Kafka value or a JSON Lines line)."""
     try:
         value = orjson.loads(raw)
@@ -130,7 +177,7 @@ def decode_event(raw: bytes) -> AnyInputEvent:
         raise EventRejected(
             Rejection.MALFORMED_JSON, [FieldError(0, "", "json_invalid", str(exc))]
         ) from None
-    return validate_event(value)
+    return validate_event(value, 0, not_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,18 +196,24 @@ _VALID_BATCH: TypeAdapter[list[AnyInputEvent]] = TypeAdapter(
 )
 
 
-def validate_batch(values: list[Any]) -> BatchResult:
-    """Validate every value; errors of all events are collected, not just the first."""
+def validate_batch(values: list[Any], not_after: datetime | None = None) -> BatchResult:
+    """Validate every value; errors of all events are collected, not just the first.
+
+    With `not_after`, events whose own time lies after it are refused as `from_the_future`.
+    """
     try:
-        return BatchResult(_VALID_BATCH.validate_python(values), [], {})
+        valid = _VALID_BATCH.validate_python(values)
     except ValidationError:
         pass  # something is wrong: validate event by event, for precise errors and reasons
+    else:
+        if all(after_schema(e, not_after) is None for e in valid):
+            return BatchResult(valid, [], {})
     events: list[AnyInputEvent] = []
     errors: list[FieldError] = []
     rejections: dict[Rejection, int] = {}
     for index, value in enumerate(values):
         try:
-            events.append(validate_event(value, index))
+            events.append(validate_event(value, index, not_after))
         except EventRejected as exc:
             errors.extend(exc.errors)
             rejections[exc.rejection] = rejections.get(exc.rejection, 0) + 1
