@@ -32,11 +32,19 @@ async def test_bulk_ingest_loads_valid_lines_and_reports_rejects(
         lines.append(orjson.dumps(doc))
     bad_time = copy.deepcopy(EXAMPLES["gapwatch.job.arrived.v1"])
     bad_time["data"]["arrived_at"] = "2026-03-03 14:35"
+    # Times whose UTC conversion overflows (issue 27 #2), and one from the far future
+    # (issue 26): each a rejected line with its path; the lines after them still load.
+    year_one = copy.deepcopy(EXAMPLES["gapwatch.job.arrived.v1"])
+    year_one["data"]["arrived_at"] = "0001-01-01T00:00:00+14:00"
+    far = copy.deepcopy(EXAMPLES["gapwatch.job.arrived.v1"])
+    far["data"]["arrived_at"] = "3000-01-01T00:00:00Z"
     lines[10:10] = [
         b"{not json",
         b"",
         orjson.dumps(bad_time),
         b'{"type": "gapwatch.job.arrived.v7"}',
+        orjson.dumps(year_one),
+        orjson.dumps(far),
     ]
     source = tmp_path / "events.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
@@ -57,7 +65,7 @@ async def test_bulk_ingest_loads_valid_lines_and_reports_rejects(
     )
     assert out.returncode == 1, out.stderr
     assert "accepted 500 events" in out.stdout
-    assert "rejected 3 lines" in out.stdout
+    assert "rejected 5 lines" in out.stdout
     assert "malformed_json: 1" in out.stdout and "unsupported_version: 1" in out.stdout
 
     records = await read_topic(kafka, Stream.TICKETS, 500)
@@ -69,8 +77,16 @@ async def test_bulk_ingest_loads_valid_lines_and_reports_rejects(
         (11, "malformed_json"),
         (13, "schema_invalid"),
         (14, "unsupported_version"),
+        (15, "schema_invalid"),
+        (16, "from_the_future"),
     ]
     assert rejected[1]["errors"][0]["path"] == "data.arrived_at"
+    assert [(e["path"], e["code"]) for e in rejected[3]["errors"]] == [
+        ("data.arrived_at", "timestamp_range")
+    ]
+    assert [(e["path"], e["code"]) for e in rejected[4]["errors"]] == [
+        ("data.arrived_at", "from_the_future")
+    ]
 
 
 async def test_api_and_bulk_paths_partition_an_item_alike(

@@ -252,6 +252,56 @@ async def test_deep_nesting_is_a_precise_400_and_the_service_keeps_serving(
     assert (valid.status, orjson.loads(valid.body)) == (202, {"accepted": 1})
 
 
+# --- times ------------------------------------------------------------------------------------
+
+
+async def test_times_out_of_range_or_from_the_future_are_precise_422s(
+    service: IngestProcess, kafka: KafkaSettings
+):
+    """Issue 27 #2: a timestamp whose UTC conversion overflows was a 500 for the whole batch,
+    missing from the request metrics. Issue 26: a ticket from the year 3000 was accepted and
+    froze its partition's scoring. Each is a 422 naming the field, the batch around it is
+    refused whole, and every answer is counted."""
+    port = port_of(service)
+    cases = {
+        "year 1 at +14:00": (event(opened_at="0001-01-01T00:00:00+14:00"), "data.opened_at"),
+        "year 9999 at -12:00": (
+            {**event(), "time": "9999-12-31T23:59:59-12:00"},
+            "time",
+        ),
+        "due at year 9999": (
+            event(promises=[{"kind": "resolution", "due_at": "9999-12-31T23:59:59-12:00"}]),
+            "data.promises[0].due_at",
+        ),
+    }
+    for name, (doc, path) in cases.items():
+        answer = post(port, orjson.dumps([event(), doc]))
+        assert answer.status == 422, (name, answer)
+        errors = answer.problem()["errors"]
+        assert [(e["index"], e["path"], e["code"]) for e in errors] == [
+            (1, path, "timestamp_range")
+        ], name
+
+    far = {**event(opened_at="3000-01-01T00:00:00Z"), "time": "3000-01-01T00:00:00Z"}
+    answer = post(port, orjson.dumps(far))
+    assert answer.status == 422, answer
+    errors = answer.problem()["errors"]
+    assert [(e["path"], e["code"]) for e in errors] == [
+        ("time", "from_the_future"),
+        ("data.opened_at", "from_the_future"),
+    ]
+    assert "GAPWATCH_MAX_FUTURE_SKEW_SECONDS" in errors[0]["reason"]
+    # The far past stays accepted: imports of history need it.
+    old = {**event(opened_at="1901-01-01T00:00:00Z"), "time": "1901-01-01T00:00:00Z"}
+    old["data"]["promises"] = [{"kind": "first_response", "due_at": "1901-01-01T04:00:00Z"}]
+    assert post(port, orjson.dumps(old)).status == 202
+
+    assert metric(service, 'gapwatch_ingest_requests_total{code="422"}') == 4
+    assert metric(service, 'gapwatch_ingest_events_rejected_total{reason="from_the_future"}') == 1
+    assert await end_offsets(kafka) == 1
+    assert service.process.poll() is None
+
+
 # --- encodings ---------------------------------------------------------------------------------
 
 
