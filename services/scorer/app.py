@@ -48,6 +48,7 @@ from gapwatch.core.clock import (
     SavedStateError,
 )
 from gapwatch.core.gaps import GapData, GapEvent, Outcome
+from gapwatch.core.promise_states import PromiseChanges, make_promise_state_event
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.scoring import (
     STREAM_ITEM_KIND,
@@ -186,6 +187,7 @@ class ScorerService:
         self.gaps_topic = topic_name(Stream.GAPS, prefix)
         self.segment_topic = segment_topic_name(prefix)
         self.scores_topic = topic_name(Stream.SCORES, prefix)
+        self.promises_topic = topic_name(Stream.PROMISES, prefix)
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
         self.starting = asyncio.Lock()
@@ -240,6 +242,7 @@ class ScorerService:
                 self.segment_topic,
                 self.deadletter_topic,
                 self.scores_topic,
+                self.promises_topic,
             ):
                 await producer.partitions_for(topic)
             self.producer = producer
@@ -300,14 +303,34 @@ class ScorerService:
         async with self.scoring_turn:
             await self.handle_inputs_in_turn(events, items)
 
+    def promise_records(
+        self, scoring: Scoring, changes: PromiseChanges
+    ) -> list[tuple[str, bytes, bytes]]:
+        """The promise-state records of the items a step changed (`gapwatch.promises.v1`)."""
+        records = []
+        for item_id, at, closed in changes:
+            clock = scoring.items.get(item_id)
+            if clock is None:
+                continue
+            for data in clock.promise_states(at, closed):
+                event = make_promise_state_event(data)
+                value = event.model_dump_json(exclude_none=True).encode()
+                records.append((self.promises_topic, event.key, value))
+        return records
+
     async def handle_inputs_in_turn(self, events: Sequence[EventT], items: ItemStore) -> None:
         """Score a batch, produce its gap events and save its items; `scoring_turn` is held."""
         records: list[tuple[str, bytes, bytes]] = []
         touched: dict[str, tuple[EventT, ItemClock]] = {}
         not_after = self.settings.not_after()  # once a batch: the bound moves with the clock
+        changed: dict[int, PromiseChanges] = {}
         for event in events:
             try:
-                self._score(event, items, records, touched, not_after)
+                number = event.message.partition
+                changes = changed.get(number)
+                if changes is None:
+                    changes = changed[number] = PromiseChanges()
+                self._score(event, items, records, touched, not_after, changes)
             except PartitionNotHeld:
                 raise  # not this event's fault: the reader starts again, nothing committed
             except Exception as exc:  # one event must not stop the partition
@@ -318,6 +341,8 @@ class ScorerService:
                     "internal error on %s[%s]@%s", message.topic, message.partition, message.offset
                 )
                 records.append(self._dead("internal_error", repr(exc), event))
+        for number, changes in changed.items():
+            records.extend(self.promise_records(self.partition(number).scoring, changes))
         await self.produce(records)
         now = time.time()
         await self.save(
@@ -374,6 +399,7 @@ class ScorerService:
         records: list[tuple[str, bytes, bytes]],
         touched: dict[str, tuple[EventT, ItemClock]],
         not_after: datetime,
+        changes: PromiseChanges,
     ) -> None:
         message = event.message
         part = self.partition(message.partition)
@@ -424,6 +450,9 @@ class ScorerService:
         self.events_scored += 1
         for gap in gaps:
             records.extend(self.gap_records(gap))
+        if decoded.stream is not Stream.FEEDBACK:
+            changes.note_event(decoded.subject, decoded.data.occurred_at)
+        changes.note_gaps(gaps)
         touched[decoded.subject] = (event, scoring.items[decoded.subject])
 
     def _dead(
@@ -568,7 +597,10 @@ class ScorerService:
             self._report_clamped(scoring)
             fired = scoring.fire_passed()
             _report_unreadable(scoring)
-            await self.produce([r for gap in fired for r in self.gap_records(gap)])
+            await self.produce(
+                [r for gap in fired for r in self.gap_records(gap)]
+                + self.promise_records(scoring, _changes_of(fired))
+            )
         return count
 
     async def tick(self) -> None:
@@ -578,8 +610,10 @@ class ScorerService:
         records = []
         for number, part in list(self.clocks.items()):
             if number not in self.loading:
-                for gap in part.tick():
+                fired = part.tick()
+                for gap in fired:
                     records.extend(self.gap_records(gap))
+                records.extend(self.promise_records(part.scoring, _changes_of(fired)))
                 _report_unreadable(part.scoring)
         await self.produce(records)
 
@@ -830,6 +864,12 @@ _REASONS: dict[type[Exception], str] = {
 """Dead-letter reasons of the input events the scoring core refuses."""
 
 
+def _changes_of(gaps: Sequence[GapEvent]) -> PromiseChanges:
+    changes = PromiseChanges()
+    changes.note_gaps(gaps)
+    return changes
+
+
 def _report_unreadable(scoring: Scoring) -> None:
     """Log the restored clocks a timer found unreadable (their next event is dead-lettered)."""
     for exc in scoring.unreadable:
@@ -905,10 +945,16 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
     reader = InputReader(service, items)
 
     async def declare_topics() -> None:
-        # The segment topic and the items changelog (compacted), with the inputs' partitions.
+        # The segment topic, the items changelog and the promise states (both compacted),
+        # with the inputs' partitions: an upgrade that adds one needs no `gapwatch topics`.
+        compact = {"cleanup.policy": "compact"}
         await ensure_named_topics(
             settings,
-            {service.segment_topic: {}, items.changelog_topic: {"cleanup.policy": "compact"}},
+            {
+                service.segment_topic: {},
+                items.changelog_topic: compact,
+                service.promises_topic: compact,
+            },
         )
 
     service.declare_topics = declare_topics

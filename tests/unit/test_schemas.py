@@ -65,7 +65,10 @@ def test_index_lists_every_type_with_its_topic():
     topics = {e["type"]: e["topic"] for e in index["events"]}
     gap_entries = [t for t in topics if t.startswith("gapwatch.gap.")]
     alert_entries = [t for t in topics if t.startswith("gapwatch.alert.")]
-    assert set(topics) - set(gap_entries) - set(alert_entries) == set(MODEL_BY_TYPE)
+    promise_entries = [t for t in topics if t.startswith("gapwatch.promise.")]
+    outputs = set(gap_entries) | set(alert_entries) | set(promise_entries)
+    assert set(topics) - outputs == set(MODEL_BY_TYPE)
+    assert [topics[t] for t in promise_entries] == ["gapwatch.promises.v1"]
     assert [topics[t] for t in gap_entries] == ["gapwatch.gaps.v1"]
     assert [topics[t] for t in alert_entries] == ["gapwatch.alerts.v1"]
     assert topics["gapwatch.feedback.submitted.v1"] == "gapwatch.feedback.v1"

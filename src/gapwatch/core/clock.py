@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -62,6 +63,7 @@ from gapwatch.core.jobs import (
     JobScheduled,
 )
 from gapwatch.core.policies import Policy, PolicySet, ResolvedPromise, Target
+from gapwatch.core.promise_states import PromiseState, PromiseStateData
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.tickets import (
     TicketClosed,
@@ -451,6 +453,69 @@ class ItemClock:
             elif promise.status is Status.BREACHED:
                 states.append((promise.kind, "overdue"))
         return states
+
+    def promise_states(
+        self, at: datetime, closed: Iterable[tuple[PromiseKind, int, int]] = ()
+    ) -> list[PromiseStateData]:
+        """Each promise's state as of `at` (the time of the step just taken): every promise not
+        closed, and of the closed ones those named in `closed` (kind, cycle, round): the ones
+        that step closed, so that a closed promise is stated once."""
+        self._wake()
+        state = self._state
+        if state.item_kind is None:
+            return []
+        closed_now = set(closed)
+        paused = state.paused_since is not None
+        out: list[PromiseStateData] = []
+        for promise in [*(state.history or ()), *state.promises.values()]:
+            status = promise.status
+            outcome = None
+            if status is Status.OPEN:
+                if paused and promise.pausable:
+                    current = PromiseState.PAUSED
+                elif promise.at_risk_fired:
+                    current = PromiseState.AT_RISK
+                else:
+                    current = PromiseState.OPEN
+            elif status is Status.BREACHED:
+                current = PromiseState.OVERDUE
+            elif (promise.kind, promise.cycle, promise.round) in closed_now:
+                current, outcome = PromiseState.CLOSED, Outcome(status.value)
+            else:
+                continue
+            cal = self._config.calendars[promise.calendar]
+            left = over = left_business = over_business = None
+            if current is PromiseState.OVERDUE:
+                over = (at - promise.due_at).total_seconds()
+                over_business = cal.business_seconds_between(promise.due_at, at)
+            elif current is not PromiseState.CLOSED:
+                left = (promise.due_at - at).total_seconds()
+                left_business = cal.business_seconds_between(at, promise.due_at)
+            out.append(
+                PromiseStateData(
+                    item_id=self.item_id,
+                    item_kind=state.item_kind,
+                    promise_kind=promise.kind,
+                    cycle=promise.cycle,
+                    round=promise.round,
+                    segment=state.segment,
+                    state=current,
+                    outcome=outcome,
+                    changed_at=at,
+                    started_at=promise.started_at,
+                    due_at=promise.due_at,
+                    original_due_at=promise.original_due_at,
+                    window_start=promise.window_start,
+                    delivered_at=promise.delivered_at,
+                    time_left_seconds=left,
+                    time_left_business_seconds=left_business,
+                    overdue_by_seconds=over,
+                    overdue_by_business_seconds=over_business,
+                    policy=promise.policy,
+                    calendar=VersionRef(name=cal.name, version=cal.spec.version),
+                )
+            )
+        return out
 
     @property
     def last_event_at(self) -> datetime | None:

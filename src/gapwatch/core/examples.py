@@ -264,3 +264,29 @@ ALERT_EXAMPLE: dict[str, Any] = {
         "dashboard_url": "http://127.0.0.1:3000/d/gapwatch-overview",
     },
 }
+
+PROMISE_STATE_EXAMPLE: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "6e2b7a51-0c4d-5f8e-b1a9-3c7d2e4f6a80",
+    "source": "urn:gapwatch:scorer",
+    "type": "gapwatch.promise.state.v1",
+    "time": "2026-03-02T10:15:00Z",
+    "subject": "T-1001",
+    "data": {
+        "item_id": "T-1001",
+        "item_kind": "ticket",
+        "promise_kind": "first_response",
+        "cycle": 0,
+        "round": 0,
+        "segment": {"team": "billing", "region": "emea", "priority": "P2"},
+        "state": "overdue",
+        "changed_at": "2026-03-02T10:15:00Z",
+        "started_at": "2026-03-02T08:15:00Z",
+        "due_at": "2026-03-02T10:15:00Z",
+        "original_due_at": "2026-03-02T10:15:00Z",
+        "overdue_by_seconds": 0.0,
+        "overdue_by_business_seconds": 0.0,
+        "policy": {"name": "gold-support", "version": 1},
+        "calendar": {"name": "emea-business", "version": 1},
+    },
+}

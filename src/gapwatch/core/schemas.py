@@ -6,8 +6,9 @@ from typing import Any
 
 from gapwatch.core.alerts.events import AlertEvent
 from gapwatch.core.catalog import INPUT_EVENT_MODELS
-from gapwatch.core.examples import ALERT_EXAMPLE, EXAMPLES, GAP_EXAMPLE
+from gapwatch.core.examples import ALERT_EXAMPLE, EXAMPLES, GAP_EXAMPLE, PROMISE_STATE_EXAMPLE
 from gapwatch.core.gaps import GapEvent
+from gapwatch.core.promise_states import PromiseStateEvent
 from gapwatch.core.topics import Stream, topic_name
 
 SCHEMA_BASE_URI = "https://gapwatch.dev/schemas/"
@@ -78,6 +79,23 @@ def event_schemas() -> dict[str, dict[str, Any]]:
             "key": "subject (the alert fingerprint)",
             "schema": schema_file_name(AlertEvent.event_type),
             "example": "examples/" + example_file_name(AlertEvent.event_type),
+        }
+    )
+    promise_schema = PromiseStateEvent.model_json_schema(mode="validation")
+    files[schema_file_name(PromiseStateEvent.event_type)] = {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": SCHEMA_BASE_URI + schema_file_name(PromiseStateEvent.event_type),
+        **promise_schema,
+        "title": PromiseStateEvent.event_type,
+    }
+    files["examples/" + example_file_name(PromiseStateEvent.event_type)] = PROMISE_STATE_EXAMPLE
+    index.append(
+        {
+            "type": PromiseStateEvent.event_type,
+            "topic": topic_name(Stream.PROMISES),
+            "key": "<item id>|<promise kind> (compacted: the latest record is the state)",
+            "schema": schema_file_name(PromiseStateEvent.event_type),
+            "example": "examples/" + example_file_name(PromiseStateEvent.event_type),
         }
     )
     files["index.json"] = {"events": index}

@@ -13,6 +13,7 @@ class Stream(StrEnum):
     FEEDBACK = "feedback"
     GAPS = "gaps"
     SCORES = "scores"
+    PROMISES = "promises"
     ALERTS = "alerts"
     DEADLETTER = "deadletter"
 

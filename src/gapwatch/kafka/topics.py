@@ -15,9 +15,11 @@ from gapwatch.kafka.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 # Output topics are keyed like the inputs and share their partition count, so a consumer can
-# co-partition them; dead letters are rare and kept apart, with a longer retention.
-_RETENTION_MS = {
-    Stream.DEADLETTER: 30 * 24 * 3600 * 1000,
+# co-partition them; dead letters are rare and kept apart, with a longer retention. Promise
+# states are keyed by promise: compacted, the topic is the current state of every promise.
+_CONFIGS: dict[Stream, dict[str, str]] = {
+    Stream.DEADLETTER: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+    Stream.PROMISES: {"cleanup.policy": "compact"},
 }
 
 
@@ -48,12 +50,7 @@ async def ensure_topics(
     """Create missing topics; verify existing ones. Returns topic -> partition count."""
     return await ensure_named_topics(
         settings,
-        {
-            topic_name(s, settings.topic_prefix): (
-                {"retention.ms": str(_RETENTION_MS[s])} if s in _RETENTION_MS else {}
-            )
-            for s in streams
-        },
+        {topic_name(s, settings.topic_prefix): dict(_CONFIGS.get(s, {})) for s in streams},
     )
 
 
