@@ -27,6 +27,9 @@ from gapwatch.kafka.clients import admin_client, reliable_producer
 from gapwatch_alerter.dispatcher import AlertmanagerResender, Dispatcher
 from gapwatch_alerter.engine import Engine
 from gapwatch_alerter.metrics import AlerterMetrics
+from gapwatch_alerter.promise_store import PromiseStore
+from gapwatch_alerter.promise_view import PromiseView
+from gapwatch_alerter.promises_api import promises_router
 from gapwatch_alerter.receivers import build_receivers
 from gapwatch_alerter.settings import AlerterSettings
 from gapwatch_alerter.store import AlertStore, StoreUnavailable
@@ -123,9 +126,15 @@ def create_app(
             the_store = await until_connected("PostgreSQL", lambda: _open_store(settings))
             stops.append(the_store.close)
             holder["store"] = the_store  # the API and /readyz need only this, not Kafka
+            holder["promises"] = PromiseStore(the_store)
             producer = await until_connected("Kafka", lambda: _start_producer(settings))
             stops.append(producer.stop)
             engine = Engine(settings, config, the_store, producer, metrics)
+            engine.promises = holder["promises"]
+            view = PromiseView(
+                settings, holder["promises"], producer, metrics, lambda: engine.leading
+            )
+            app.state.promise_view = view
             dispatcher = Dispatcher(settings, config, the_store, receivers, producer, metrics)
             stops.append(dispatcher.stop)
             resender = AlertmanagerResender(config, the_store, receivers, lambda: engine.leading)
@@ -135,6 +144,7 @@ def create_app(
                 ("engine", engine.run()),
                 ("dispatcher", dispatcher.run()),
                 ("resender", resender.run()),
+                ("promises", view.run()),
             ):
                 task = asyncio.create_task(loop, name=name)
                 task.add_done_callback(_crash_loudly)
@@ -162,6 +172,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.registry = registry
+
+    def promises() -> PromiseStore:
+        found = holder.get("promises")
+        if found is None:
+            raise HTTPException(503, "PostgreSQL not connected yet")
+        return found  # type: ignore[no-any-return]
+
+    app.include_router(promises_router(promises))
 
     def authorize(request: Request) -> None:
         if settings.alerter_auth_disabled:
@@ -218,6 +236,13 @@ def create_app(
                 raise HTTPException(404, f"no alert {fingerprint!r}")
             transitions = await store().history(fingerprint, limit=history)
             body = _alert_json(alert)
+            rule = next((r for r in config.rules if r.name == alert.rule), None)
+            kinds = [k.value for k in rule.promise_kinds] if rule is not None else []
+            # The promises behind it now, from the promises view (the page carries them as
+            # they were when it was sent).
+            body["items"] = await promises().behind_page(
+                alert.labels, kinds, settings.alerter_page_items, datetime.now(UTC)
+            )
             body["history"] = [
                 {
                     **t.as_dict(),

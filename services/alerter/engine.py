@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,9 +37,10 @@ from gapwatch.core.alerts.rounds import Rounds
 from gapwatch.core.alerts.rules import AlertsConfig, Rule, Severity
 from gapwatch.core.timebound import FROM_THE_FUTURE
 from gapwatch.core.topics import Stream, topic_name
-from gapwatch.kafka.clients import consumer
+from gapwatch.kafka.clients import consumer, topic_partitions
 from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record
 from gapwatch_alerter.metrics import AlerterMetrics
+from gapwatch_alerter.promise_store import PromiseStore
 from gapwatch_alerter.settings import AlerterSettings
 from gapwatch_alerter.store import AlertStore, StoreUnavailable
 
@@ -114,6 +115,8 @@ class Engine:
         self.evaluated_until = datetime.fromtimestamp(0, UTC)  # the latest `now` judged at
         self.received_at: float | None = None  # monotonic time the oldest unevaluated record came
         self.evaluated = asyncio.Event()  # set after each committed evaluation (tests wait on it)
+        # The promises view, which pages name their items from (set by the app once connected).
+        self.promises: PromiseStore | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -214,15 +217,7 @@ class Engine:
             await reader.stop()
 
     async def _assign(self, reader: AIOKafkaConsumer) -> None:
-        while True:
-            # A fresh consumer with no subscription knows no topics: ask the cluster directly.
-            metadata = await reader._client.fetch_all_metadata()
-            partitions = metadata.partitions_for_topic(self.topic)
-            if partitions:
-                break
-            log.warning("topic %s does not exist yet; waiting", self.topic)
-            await asyncio.sleep(2.0)
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(reader, self.topic)
         reader.assign(tps)
         since = int((time.time() - self.settings.alerter_start_lookback_seconds) * 1000)
         found = await reader.offsets_for_times(
@@ -363,6 +358,17 @@ class Engine:
         now = datetime.now(UTC)
         return self._floor(max(now.timestamp(), latest))
 
+    async def _name_items(self, t: Transition, now: datetime) -> Transition:
+        """A page (firing or resolved) with the promises behind it, from the promises view."""
+        if self.promises is None or not t.notifies or not self.settings.alerter_page_items:
+            return t
+        rule = self.rules.get(t.rule)
+        kinds = [k.value for k in rule.promise_kinds] if rule is not None else []
+        items = await self.promises.behind_page(
+            t.labels, kinds, self.settings.alerter_page_items, max(now, datetime.now(UTC))
+        )
+        return replace(t, items=items)
+
     def _floor(self, at: float) -> datetime:
         """`at`, or the last evaluation's time if that was later: within a process, time never
         runs backwards for the alerts (a round read late is judged at the latest time so far).
@@ -383,6 +389,7 @@ class Engine:
         # deliveries, the API) responsive meanwhile. Nothing else touches the book or the alerts
         # while it runs: this coroutine is their only writer and it waits here.
         changed, refreshed, transitions = await asyncio.to_thread(self._judge, now)
+        transitions = [await self._name_items(t, now) for t in transitions]
         for alert in refreshed:  # newer evidence, same state: kept in memory, stored later
             self.alerts[alert.fingerprint] = alert
         evaluated = time.monotonic()

@@ -81,3 +81,8 @@ class AlerterMetrics:
             "Age of the oldest undelivered notification (0 when none).",
             registry=registry,
         )
+        self.promise_records = Counter(
+            "gapwatch_alerter_promise_records_total",
+            "Promise-state records applied to the promises view (tombstones included).",
+            registry=registry,
+        )

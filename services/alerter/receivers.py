@@ -38,6 +38,7 @@ from gapwatch.core.alerts.rules import (
     SlackReceiver,
     WebhookReceiver,
 )
+from gapwatch.core.durations import short_duration
 
 __all__ = [
     "AlertmanagerClient",
@@ -280,6 +281,7 @@ class PagerDutyClient(ReceiverClient):
                 "figures": t.figures,
                 "window": t.window,
                 "latest_breached": list(t.latest_breached),
+                **({} if t.items is None else {"items": t.items}),
                 "transition_id": t.id,
                 "fingerprint": t.fingerprint,
                 "firing_since": None if t.firing_since is None else _iso(t.firing_since),
@@ -409,6 +411,7 @@ class AlertmanagerClient(ReceiverClient):
             "figures": orjson.dumps(t.figures).decode() if t.figures else "",
             "window": t.window,
             "latest_breached": ",".join(t.latest_breached),
+            **_items_annotations(t),
         }
         return {
             "labels": labels,
@@ -586,6 +589,8 @@ def _slack_blocks(t: Transition) -> list[dict[str, Any]]:
     if t.figures:
         figures = orjson.dumps(t.figures, option=orjson.OPT_INDENT_2).decode()
         blocks.append(section(f"*Figures*\n```{_truncate(_mrkdwn(figures), 2900)}```"))
+    if t.items is not None and (t.items["overdue"] or t.items["at_risk"]):
+        blocks.append(section(_mrkdwn(_items_line(t.items))))
     if t.latest_breached:
         shown = t.latest_breached[:LATEST_BREACHED_SHOWN]  # newest first, as the windows keep them
         more = len(t.latest_breached) - len(shown)
@@ -610,3 +615,30 @@ def _slack_blocks(t: Transition) -> list[dict[str, Any]]:
         }
     )
     return blocks
+
+
+def _items_line(items: Mapping[str, Any]) -> str:
+    """ "3 overdue, 2 at risk: T-1 (1h05m overdue), T-2 (40m overdue), ..." for a page."""
+    shown = []
+    for item in items["top"]:
+        over = item.get("overdue_by_seconds")
+        left = item.get("time_left_seconds")
+        how = (
+            f"{short_duration(over)} overdue"
+            if over is not None
+            else f"{short_duration(left or 0)} left"
+        )
+        shown.append(f"{item['item_id']} {item['promise_kind']} ({how})")
+    head = f"{items['overdue']} overdue, {items['at_risk']} at risk"
+    return head + (": " + ", ".join(shown) if shown else "")
+
+
+def _items_annotations(t: Transition) -> dict[str, str]:
+    """Alertmanager annotations naming the promises behind a page (strings, as it wants)."""
+    if t.items is None:
+        return {}
+    return {
+        "promises_overdue": str(t.items["overdue"]),
+        "promises_at_risk": str(t.items["at_risk"]),
+        "items": _truncate(_items_line(t.items), 2000),
+    }

@@ -75,6 +75,19 @@ class AlerterSettings(KafkaSettings, TimeBoundSettings):
         le=3600,
         description="A claimed delivery returns to the queue after this if its worker died.",
     )
+    alerter_promise_retention_seconds: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        le=366 * 86400,
+        description="A closed promise stays in the promises view (and on gapwatch.promises.v1) "
+        "this long after it closed, then the alerter tombstones it on the topic.",
+    )
+    alerter_page_items: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="How many of the most overdue (then at-risk) items a page names.",
+    )
 
     def segment_labels(self) -> tuple[str, ...]:
         return tuple(label.strip() for label in self.scorer_segment_labels.split(",") if label)

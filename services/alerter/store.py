@@ -211,6 +211,11 @@ class AlertStore:
         """The PostgreSQL schema holding every table of this store."""
         return self._schema
 
+    @property
+    def pool(self) -> Any:
+        """The connection pool, for the views kept beside the alerts (`promise_store`)."""
+        return self._pool
+
     async def close(self) -> None:
         """Give up leadership, stop listening and close the pool; safe to call twice."""
         if self._closed:
@@ -356,13 +361,7 @@ class AlertStore:
                     [transition_id for transition_id, _ in deliveries],
                     [receiver for _, receiver in deliveries],
                 )
-            if offsets:
-                await conn.execute(
-                    _UPSERT_OFFSETS,
-                    [topic for topic, _ in offsets],
-                    [partition for _, partition in offsets],
-                    list(offsets.values()),
-                )
+            await write_offsets(conn, offsets)
             if deliveries:
                 # Delivered at commit: workers wake only once the rows are visible.
                 await conn.execute("SELECT pg_notify($1, '')", self._channel)
@@ -735,6 +734,17 @@ RETURNING o.id, o.receiver, o.attempts, o.created_at, t.body
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+async def write_offsets(conn: Any, offsets: Mapping[tuple[str, int], int]) -> None:
+    """Store (topic, partition) -> next offset in `conn`'s transaction, with what they read."""
+    if offsets:
+        await conn.execute(
+            _UPSERT_OFFSETS,
+            [topic for topic, _ in offsets],
+            [partition for _, partition in offsets],
+            list(offsets.values()),
+        )
 
 
 def _check_schema(schema: str) -> None:

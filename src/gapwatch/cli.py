@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--batch", type=int, default=500, help="events per ingest API request")
     imp.set_defaults(func=cmd_import)
 
+    from gapwatch.promises_cli import add_parser as add_promises
+
+    add_promises(sub)
     report = sub.add_parser("report", help="gapwatch's SLA verdicts beside the source's own")
     report.add_argument("source", choices=["servicenow"])
     report.add_argument("file", type=Path, help="the incident event log (.csv or .zip)")

@@ -310,8 +310,11 @@ async def committed(rig: Rig) -> int:
     """How many snapshot records the alerter has committed as read (in its schema's offsets)."""
     conn = await asyncpg.connect(infra_env()["GAPWATCH_DATABASE_URL"])
     try:
-        query = f"SELECT coalesce(sum(next_offset), 0) FROM {rig.schema}.consumer_offsets"
-        total = await conn.fetchval(query)
+        query = (
+            f"SELECT coalesce(sum(next_offset), 0) FROM {rig.schema}.consumer_offsets "
+            "WHERE topic = $1"
+        )
+        total = await conn.fetchval(query, topic_name(Stream.SCORES, rig.kafka.topic_prefix))
     finally:
         await conn.close()
     return int(total)

@@ -163,6 +163,8 @@ async def test_migrate_twice_is_a_no_op_and_records_checksums(store: AlertStore)
         "outbox",
         "consumer_offsets",
         "silences",
+        "promises",
+        "promise_history",
     }
 
 

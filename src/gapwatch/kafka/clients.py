@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from gapwatch.kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 
 def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
@@ -68,3 +72,15 @@ def admin_client(settings: KafkaSettings, **overrides: Any) -> AIOKafkaAdminClie
     }
     options.update(overrides)
     return AIOKafkaAdminClient(**options)
+
+
+async def topic_partitions(reader: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic`, waiting (and saying so) until the topic exists."""
+    while True:
+        # A fresh consumer with no subscription knows no topics: ask the cluster directly.
+        metadata = await reader._client.fetch_all_metadata()
+        partitions = metadata.partitions_for_topic(topic)
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        log.warning("topic %s does not exist yet; waiting", topic)
+        await asyncio.sleep(2.0)

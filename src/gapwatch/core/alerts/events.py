@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gapwatch.core.alerts.lifecycle import AlertState, Transition
 from gapwatch.core.alerts.rules import Severity
 from gapwatch.core.envelope import CloudEvent, EventData
 from gapwatch.core.fields import ItemId, Label, LabelKey, Timestamp
+from gapwatch.core.promises import PromiseKind
 from gapwatch.core.topics import Stream
 
 ALERT_SOURCE = "urn:gapwatch:alerter"
@@ -20,6 +21,29 @@ AlertType = Literal[
     "gapwatch.alert.resolved.v1",
     "gapwatch.alert.inactive.v1",
 ]
+
+
+class PageItem(BaseModel):
+    """One promise a page names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    item_id: ItemId
+    promise_kind: PromiseKind
+    state: Literal["overdue", "at_risk"]
+    due_at: Timestamp
+    overdue_by_seconds: float | None = None
+    time_left_seconds: float | None = None
+
+
+class PageItems(BaseModel):
+    """How many promises of the alert's group are overdue and at risk, and the top ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    overdue: int = Field(ge=0)
+    at_risk: int = Field(ge=0)
+    top: list[PageItem] = Field(max_length=100)
 
 
 class AlertData(EventData):
@@ -40,6 +64,11 @@ class AlertData(EventData):
     firing_since: Timestamp | None = None
     runbook_url: str = Field(default="", max_length=2000)
     dashboard_url: str = Field(default="", max_length=2000)
+    items: PageItems | None = Field(
+        default=None,
+        description="The promises behind the page (firing and resolved transitions): overdue "
+        "and at-risk counts of the alert's group, and its most overdue items.",
+    )
 
     @property
     def subject_id(self) -> str:

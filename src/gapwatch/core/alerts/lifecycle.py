@@ -110,6 +110,9 @@ class Transition:
     firing_since: datetime | None
     runbook_url: str = ""
     dashboard_url: str = ""
+    # The promises behind a page: overdue and at-risk counts of the alert's group and its most
+    # overdue items (`{"overdue": n, "at_risk": n, "top": [...]}`), from the promises view.
+    items: dict[str, Any] | None = None
 
     @property
     def notifies(self) -> bool:
@@ -133,6 +136,7 @@ class Transition:
             "firing_since": None if self.firing_since is None else _iso(self.firing_since),
             "runbook_url": self.runbook_url,
             "dashboard_url": self.dashboard_url,
+            **({} if self.items is None else {"items": self.items}),
         }
 
     @classmethod
@@ -158,6 +162,7 @@ class Transition:
             ),
             runbook_url=data.get("runbook_url", ""),
             dashboard_url=data.get("dashboard_url", ""),
+            items=data.get("items"),
         )
 
 
