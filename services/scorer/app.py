@@ -342,7 +342,11 @@ class ScorerService:
                 )
                 records.append(self._dead("internal_error", repr(exc), event))
         for number, changes in changed.items():
-            records.extend(self.promise_records(self.partition(number).scoring, changes))
+            scoring = self.partition(number).scoring
+            records.extend(self.promise_records(scoring, changes))
+            if scoring.before_opened:
+                self.metrics.before_opening.inc(scoring.before_opened)
+                scoring.before_opened = 0
         await self.produce(records)
         now = time.time()
         await self.save(

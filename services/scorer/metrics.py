@@ -135,6 +135,11 @@ class ScorerMetrics:
             "existed): their partition's restored event time was brought back to the bound.",
             registry=registry,
         )
+        self.before_opening = Counter(
+            "gapwatch_scorer_events_before_opening_total",
+            "Item events stamped before their item's opening: they took effect at the opening.",
+            registry=registry,
+        )
         self.stage_restarts = Counter(
             "gapwatch_scorer_stage_restarts_total",
             "Restarts of a stage's reader after an unexpected error, by stage and error type.",

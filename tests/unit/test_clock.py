@@ -105,8 +105,12 @@ def test_breach_fires_at_the_due_time_once_then_late_delivery(config: ClockConfi
     clock = ItemClock("T-1", config)
     clock.apply(opened())
     assert outcomes(clock.advance(T0 + timedelta(minutes=29))) == []
-    at_half = clock.advance(T0 + timedelta(minutes=30))
+    # A timer fires once time has passed it (at its instant, events apply first), and its
+    # outcome carries its own time.
+    assert outcomes(clock.advance(T0 + timedelta(minutes=30))) == []
+    at_half = clock.advance(T0 + timedelta(minutes=30, microseconds=1))
     assert outcomes(at_half) == [("at_risk", "first_response")]
+    assert at_half[0].data.outcome_at == T0 + timedelta(minutes=30)
     assert at_half[0].data.at_risk_fraction == 0.5
     out = clock.advance(T0 + timedelta(hours=2))
     assert outcomes(out) == [("at_risk", "first_response"), ("breached", "first_response")]
@@ -116,6 +120,19 @@ def test_breach_fires_at_the_due_time_once_then_late_delivery(config: ClockConfi
     late = clock.apply(event("ticket.replied", T0 + timedelta(hours=3), author="agent"))
     assert outcomes(late) == [("delivered_late", "first_response")]
     assert late[0].data.gap_seconds == 2 * 3600
+
+
+def test_a_delivery_exactly_at_the_due_time_is_met_with_no_breach_first(config: ClockConfig):
+    """Issue 20: the gap stream showed `breached` at the due time, then a correcting `met`."""
+    clock = ItemClock("T-1", config)
+    clock.apply(opened())
+    assert outcomes(clock.advance(T0 + timedelta(hours=1))) == [
+        ("at_risk", "first_response"),
+        ("at_risk", "first_response"),
+    ]
+    out = clock.apply(event("ticket.replied", T0 + timedelta(hours=1), author="agent"))
+    assert outcomes(out) == [("met", "first_response")]
+    assert out[0].data.gap_seconds == 0 and out[0].data.corrects is None
 
 
 def test_an_event_after_the_due_time_breaches_first(config: ClockConfig):

@@ -77,7 +77,7 @@ def test_a_promise_is_stated_open_at_risk_overdue_then_closed_once(config: Scori
     at_risk = scoring.tick(T0 + timedelta(minutes=16))
     assert [s[1] for s in states(scoring, at_risk)] == [PromiseState.AT_RISK]
 
-    breach = scoring.tick(due)
+    breach = scoring.tick(due + timedelta(microseconds=1))
     [(_, state, _, data)] = states(scoring, breach)
     assert state is PromiseState.OVERDUE and data.overdue_by_seconds == 0
 

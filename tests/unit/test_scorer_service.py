@@ -118,7 +118,7 @@ async def test_a_restore_that_ends_after_the_first_events_fires_the_timers_they_
     doc = orjson.loads(first.message.value)
     later = datetime.fromisoformat(doc["data"]["opened_at"]) + timedelta(days=1)
     doc.update(id="T-2-opened", subject="T-2", time=later.isoformat())
-    doc["data"].update(ticket_id="T-2", opened_at=later.isoformat())
+    doc["data"].update(ticket_id="T-2", opened_at=later.isoformat(), promises=[])
     second = Event(Message(first.message.topic, 0, 1, b"T-2", orjson.dumps(doc)))
 
     def of_t1(records: list[tuple[str, bytes, bytes]]) -> list[bytes]:

@@ -28,19 +28,48 @@ def config() -> ScoringConfig:
     return ScoringConfig(ClockConfig.from_policies(load_policies(POLICIES)), grace_seconds=600)
 
 
-def ticket(item: str, at: datetime, priority: str = "P1", event_id: str | None = None) -> Any:
+def ticket_doc(item: str, at: datetime, priority: str = "P1", event_id: str | None = None) -> Any:
     doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.opened.v1"])
     doc.update(id=event_id or f"open-{item}", subject=item)
     doc["data"].update(ticket_id=item, opened_at=at.isoformat(), priority=priority, promises=[])
     doc["data"].pop("sla_policy")
-    return validate_event(doc)
+    return doc
 
 
-def reply(item: str, at: datetime, event_id: str) -> Any:
+def ticket(item: str, at: datetime, priority: str = "P1", event_id: str | None = None) -> Any:
+    return validate_event(ticket_doc(item, at, priority, event_id))
+
+
+def reply_doc(item: str, at: datetime, event_id: str) -> Any:
     doc = copy.deepcopy(EXAMPLES["gapwatch.ticket.replied.v1"])
     doc.update(id=event_id, subject=item)
     doc["data"].update(ticket_id=item, replied_at=at.isoformat())
-    return validate_event(doc)
+    return doc
+
+
+def reply(item: str, at: datetime, event_id: str) -> Any:
+    return validate_event(reply_doc(item, at, event_id))
+
+
+def test_a_delivery_at_the_due_instant_after_another_items_event_there_is_met(
+    config: ScoringConfig,
+):
+    """Issue 20: another item's event at T-1's due time moved the stream there first, and T-1
+    was breached, then corrected by `met`. Events at one instant apply before timers fire."""
+    due = T0 + timedelta(minutes=15)  # P1: first response within 15 minutes, 24x7
+    lines = [
+        orjson.dumps(ticket_doc("T-1", T0)),
+        orjson.dumps(ticket_doc("T-2", due)),
+        orjson.dumps(reply_doc("T-1", due, "reply-1")),
+    ]
+    result = replay(lines, config)
+    first = [
+        (e.subject, e.data.outcome)
+        for e in result.gap_events
+        if e.subject == "T-1" and e.data.promise_kind is PromiseKind.FIRST_RESPONSE
+    ]
+    assert first[-1] == ("T-1", Outcome.MET)
+    assert ("T-1", Outcome.BREACHED) not in first
 
 
 def test_idle_item_breaches_when_time_passes(config: ScoringConfig):
@@ -52,7 +81,10 @@ def test_idle_item_breaches_when_time_passes(config: ScoringConfig):
         for e in early
         if e.data.promise_kind is PromiseKind.FIRST_RESPONSE
     ] == [(Outcome.AT_RISK, 0.75), (Outcome.AT_RISK, 0.9)]
-    out = scoring.tick(T0 + timedelta(minutes=15))
+    assert not [
+        e for e in scoring.tick(T0 + timedelta(minutes=15)) if e.data.outcome is Outcome.BREACHED
+    ]  # at the due instant itself a delivery may still come: breached once it has passed
+    out = scoring.tick(T0 + timedelta(minutes=15, microseconds=1))
     breaches = [e for e in out if e.data.outcome is Outcome.BREACHED]
     assert [(e.subject, e.data.promise_kind) for e in breaches] == [
         ("T-1", PromiseKind.FIRST_RESPONSE)

@@ -238,7 +238,7 @@ def test_a_restored_clock_beyond_the_bound_is_brought_back(config: ScoringConfig
     # An event of the partition within the bound catches it up, and timers fire on time.
     scoring.process(validate_event(opened("T-next", BOUND)))
     assert scoring.caught_up(Stream.TICKETS)
-    fired = scoring.tick(NOW + timedelta(minutes=2))
+    fired = scoring.tick(NOW + timedelta(minutes=2, microseconds=1))
     assert ("T-near", "breached") in [(e.subject, e.data.outcome.value) for e in fired]
 
     one = Scoring(config, track_windows=False)

@@ -99,6 +99,7 @@ _RANK: dict[type[Any], int] = {
     JobCancelled: 6,
 }
 _FEEDBACK_RANK = _RANK[FeedbackSubmitted]
+_OPENING_RANK = _RANK[TicketOpened]
 EXPLICIT = VersionRef(name="explicit", version=0)
 
 
@@ -328,6 +329,8 @@ class _State:
     # Made on first use: most items never re-promise nor wait with feedback (memory per item).
     history: list[Promise] | None = None
     pending_feedback: list[tuple[str, FeedbackSubmitted]] | None = None
+    # Item events stamped before the item's opening, applied at the opening (`_apply_one`).
+    early: list[_Entry] | None = None
     closed: bool = False
     clock: datetime | None = None
 
@@ -517,6 +520,18 @@ class ItemClock:
             )
         return out
 
+    def before_opening(self) -> int:
+        """How many of the item's events (feedback aside) are stamped before its opening: they
+        took effect at the opening. 0 while the item has not opened."""
+        opened = next((e.at for e in self._log if e.rank == _OPENING_RANK), None)
+        if opened is None:
+            return 0
+        return sum(
+            1
+            for e in self._log
+            if e.at < opened and e.rank != _OPENING_RANK and e.rank != _FEEDBACK_RANK
+        )
+
     @property
     def last_event_at(self) -> datetime | None:
         if self._resting is not None:
@@ -580,7 +595,7 @@ class ItemClock:
     def advance(self, now: datetime) -> list[GapEvent]:
         """Move the clock to `now` without an event: due promises breach, at-risk levels fire."""
         resting = self._resting
-        if resting is not None and (resting.next_deadline is None or now < resting.next_deadline):
+        if resting is not None and (resting.next_deadline is None or now <= resting.next_deadline):
             # Nothing falls due before the next deadline: remember the time, stay resting.
             if resting.advanced_to is None or now > resting.advanced_to:
                 resting.advanced_to = now
@@ -594,7 +609,12 @@ class ItemClock:
         return self._emit(out)
 
     def next_deadline(self) -> datetime | None:
-        """The earliest instant at which `advance` would emit something, if any."""
+        """The instant after which `advance` would emit something, if any.
+
+        Timers fire once time has passed them, not at them: at one instant, events apply
+        before timers fire, so a delivery stamped exactly at the due time is `met`, with no
+        `breached` published first (live, where another item's event may reach that instant
+        first, as in replay)."""
         if self._resting is not None:
             return self._resting.next_deadline
         if self._state.paused_since is not None:
@@ -815,7 +835,7 @@ class ItemClock:
         for promise in list(state.promises.values()):
             if promise.status is not Status.OPEN or (paused and promise.pausable):
                 continue
-            while promise.next_at_risk_at is not None and promise.next_at_risk_at <= now:
+            while promise.next_at_risk_at is not None and promise.next_at_risk_at < now:
                 if promise.next_at_risk_at >= promise.due_at:
                     promise.next_at_risk_at = None
                     break
@@ -834,7 +854,7 @@ class ItemClock:
                 )
                 promise.at_risk_fired += 1
                 self._schedule_at_risk(promise)
-            if promise.due_at <= now:
+            if promise.due_at < now:  # due and passed: a delivery at the due time is met
                 promise.status = Status.BREACHED
                 promise.next_at_risk_at = None
                 data = self._gap(promise, Outcome.BREACHED, promise.due_at, None)
@@ -852,6 +872,11 @@ class ItemClock:
         if isinstance(data, TicketOpened | JobScheduled):
             if state.item_kind is None:
                 self._open(data, at, event_id, out)
+                early, state.early = state.early, None
+                for was in early or ():
+                    # Stamped before the opening (the source systems' clocks disagree, most
+                    # often): it takes effect at the opening, not never.
+                    self._apply_one(_Entry(at, was.rank, was.event_id, was.saved, was.data), out)
             return
         if isinstance(data, FeedbackSubmitted):
             if state.pending_feedback is None:
@@ -860,7 +885,11 @@ class ItemClock:
             self._flush_feedback(out)
             return
         if state.item_kind is None:
-            return  # kept in the log; it takes effect once the item's opening event arrives
+            # It takes effect once the item's opening event arrives, at the opening's time.
+            if state.early is None:
+                state.early = []
+            state.early.append(entry)
+            return
         if isinstance(data, TicketStatusChanged):
             self._status(data.status, at)
         elif isinstance(data, TicketReplied):

@@ -144,6 +144,8 @@ class Scoring:
     unreadable: list[SavedStateError] = field(default_factory=list)
     # Restored clocks whose event time lay beyond the time bound, brought back to it (`adopt`).
     clamped: int = 0
+    # Item events stamped before their item's opening, which took effect at the opening.
+    before_opened: int = 0
     _timers: dict[ItemKind, list[tuple[datetime, str]]] = field(default_factory=dict)
     _scheduled: dict[str, datetime] = field(default_factory=dict)
 
@@ -165,12 +167,16 @@ class Scoring:
         clock = self.items.get(event.subject)
         if clock is None:
             clock = self.items[event.subject] = ItemClock(event.subject, self.config.clock)
+        item_event = stream is not Stream.FEEDBACK
+        early = clock.before_opening() if item_event else 0
         try:
             out = clock.apply(event)
         except CalendarError as exc:
             raise Unscorable(f"calendar_{exc.code}", str(exc)) from None
         except OverflowError as exc:
             raise Unscorable("out_of_range", f"a promised time is out of range: {exc}") from None
+        if item_event:
+            self.before_opened += clock.before_opening() - early
         if mark is None or at > mark:
             self.stream_watermarks[stream] = at
         if self.watermark is None or at > self.watermark:
@@ -273,7 +279,7 @@ class Scoring:
         return out
 
     def tick(self, now: datetime, kind: ItemKind | None = None) -> list[GapEvent]:
-        """Fire every timer due at or before `now` (of one item kind, or of all)."""
+        """Fire every timer due before `now` (of one item kind, or of all)."""
         out: list[GapEvent] = []
         for timer_kind, timers in self._timers.items():
             if kind is None or timer_kind is kind:
@@ -284,7 +290,7 @@ class Scoring:
 
     def _fire(self, timers: list[tuple[datetime, str]], now: datetime) -> list[GapEvent]:
         out: list[GapEvent] = []
-        while timers and timers[0][0] <= now:
+        while timers and timers[0][0] < now:  # passed, not reached: see `next_deadline`
             deadline, item_id = heapq.heappop(timers)
             if self._scheduled.get(item_id) != deadline:
                 continue  # superseded by a later schedule

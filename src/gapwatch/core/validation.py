@@ -16,7 +16,9 @@ from gapwatch.core.catalog import (
     AnyInputEvent,
     supported_versions_of,
 )
+from gapwatch.core.jobs import JobScheduled
 from gapwatch.core.promises import MAX_PROMISE_AHEAD
+from gapwatch.core.tickets import TicketOpened
 from gapwatch.core.timebound import FROM_THE_FUTURE, beyond_reason, times_beyond
 
 
@@ -137,27 +139,41 @@ def validate_event(value: Any, index: int = 0, not_after: datetime | None = None
 def after_schema(
     event: AnyInputEvent, not_after: datetime | None, index: int = 0
 ) -> EventRejected | None:
-    """What refuses a schema-valid event: promised times beyond the horizon (`schema_invalid`),
-    or, with `not_after`, an own time after it (`from_the_future`). None if it is fine."""
-    data = event.data
-    latest = data.occurred_at + MAX_PROMISE_AHEAD
-    far = [
-        FieldError(
-            index,
-            f"data.{path}",
-            "promise_horizon",
-            f"{value.isoformat()} is more than {MAX_PROMISE_AHEAD.days} days after the event "
-            f"({data.occurred_at.isoformat()}); no promise may reach that far",
-        )
-        for path, value in data.promised_times()
-        if value > latest
-    ]
-    if far:
-        return EventRejected(Rejection.SCHEMA_INVALID, far)
-    if not_after is not None:
+    """What refuses a schema-valid event: with `not_after`, an own time after it
+    (`from_the_future`); promised times beyond the horizon, or an opening's promise due before
+    the opening (`schema_invalid`). None if it is fine."""
+    if not_after is not None:  # first: an event from the future is that before all else
         errors = future_errors(event, not_after, index)
         if errors:
             return EventRejected(Rejection.FROM_THE_FUTURE, errors)
+    data = event.data
+    start = data.occurred_at
+    latest = start + MAX_PROMISE_AHEAD
+    opening = isinstance(data, TicketOpened | JobScheduled)
+    wrong: list[FieldError] = []
+    for path, value in data.promised_times():
+        if value > latest:
+            wrong.append(
+                FieldError(
+                    index,
+                    f"data.{path}",
+                    "promise_horizon",
+                    f"{value.isoformat()} is more than {MAX_PROMISE_AHEAD.days} days after the "
+                    f"event ({start.isoformat()}); no promise may reach that far",
+                )
+            )
+        elif opening and value < start and path != "window.start":
+            wrong.append(
+                FieldError(
+                    index,
+                    f"data.{path}",
+                    "promise_before_opening",
+                    f"{value.isoformat()} is before the item opened ({start.isoformat()}): a "
+                    "promise cannot fall due before its own opening",
+                )
+            )
+    if wrong:
+        return EventRejected(Rejection.SCHEMA_INVALID, wrong)
     return None
 
 
