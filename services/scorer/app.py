@@ -165,6 +165,7 @@ class ScorerService:
             segment_labels=labels,
             segment_cap=settings.scorer_segment_cap,
             grace_seconds=settings.scorer_grace_seconds,
+            on_time_share=settings.scorer_on_time_share,
         )
         self.registry = registry
         self.metrics = ScorerMetrics(registry, labels)
@@ -740,7 +741,9 @@ class ScorerService:
             self.stream_time[number] = gap.data.outcome_at
         windows = self.windows.get(number)
         if windows is None:
-            windows = self.windows[number] = RollingWindows(self.keyer, gap.data.outcome_at)
+            windows = self.windows[number] = RollingWindows(
+                self.keyer, gap.data.outcome_at, on_time_share=self.config.on_time_share
+            )
         observe_gap(windows, gap.data)
         if count:
             self._count(gap.data)

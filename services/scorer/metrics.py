@@ -72,9 +72,11 @@ class ScorerMetrics:
         )
         self.csat_by_gap = Gauge(
             "gapwatch_csat_by_gap_bucket",
-            "CSAT answers by how late the item was (bucket: early, on_time, late_lt_15m, "
-            "late_15_60m, late_gt_1h, unknown) over the 24h and 7d windows; stat: sum of scores "
-            "or count of answers, so sum(sum) / sum(count) is the mean over any grouping.",
+            "CSAT answers by how late the item was over the 24h and 7d windows. bucket: early "
+            "(delivered with more than GAPWATCH_SCORER_ON_TIME_SHARE of the promised time to "
+            "spare), on_time (the rest up to the due time), late_lt_15m, late_15_60m, "
+            "late_gt_1h, unknown; stat: sum of scores or count of answers, so sum(sum) / "
+            "sum(count) is the mean over any grouping.",
             [*labels, "window", "bucket", "stat"],
             registry=registry,
         )

@@ -46,6 +46,14 @@ class ScorerSettings(KafkaSettings, TimeBoundSettings):
     scorer_grace_seconds: float = Field(
         default=3600.0, ge=0, description="How late an event may be before it is dead-lettered."
     )
+    scorer_on_time_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Gap buckets: a delivery with more than this share of its promised time to "
+        "spare is `early`; the rest up to the due time is `on_time` (the baseline of the cost "
+        "of lateness).",
+    )
     scorer_tick_seconds: float = Field(
         default=0.5, gt=0, le=60, description="How often wall-clock timers are checked."
     )

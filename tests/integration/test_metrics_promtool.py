@@ -121,3 +121,34 @@ def test_scorer_scrape_passes_promtool(promtool: str, kafka: KafkaSettings, tmp_
         assert total(found, "gapwatch_scorer_event_loop_lag_seconds_count") > 0
     finally:
         stop_process(scorer.process)
+
+
+def test_the_cost_of_lateness_baseline_has_data_on_the_simulators_stream(
+    kafka: KafkaSettings, tmp_path: Path
+):
+    """Issue 20: `on_time` held only gaps of exactly 0, so the satisfaction dashboard's "cost
+    of lateness vs on time" panel showed nothing. On the simulator's stream, a live scrape now
+    has CSAT answers in `on_time` and in another bucket to compare it with."""
+    start = (datetime.now(UTC) - timedelta(hours=6)).replace(microsecond=0)
+    sim = Simulator(start=start, items_per_second=0.05, seed=5)
+    lines = [orjson.dumps(e) for e in sim.events_until(start + timedelta(hours=5))]
+    path = tmp_path / "stream.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    scorer = start_scorer(kafka, tmp_path, "baseline")
+    try:
+        bulk_load(kafka, path)
+        deadline = time.monotonic() + 120
+        while True:
+            found = samples(scorer.metrics())
+            counts: dict[str, float] = {}
+            for (name, labels), value in found.items():
+                if name == "gapwatch_csat_by_gap_bucket" and ("stat", "count") in labels:
+                    bucket = dict(labels)["bucket"]
+                    counts[bucket] = counts.get(bucket, 0) + value
+            others = sum(v for b, v in counts.items() if b != "on_time")
+            if counts.get("on_time", 0) > 0 and others > 0:
+                break  # the panel's baseline, and a bucket to compare with it
+            assert time.monotonic() < deadline, f"CSAT by gap bucket: {counts}"
+            time.sleep(1)
+    finally:
+        stop_process(scorer.process)

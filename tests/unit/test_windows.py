@@ -275,8 +275,23 @@ def test_non_finite_durations_stay_out_of_the_sketches() -> None:
     assert close(f.promised_p50, 3600.0)
 
 
+def test_on_time_holds_deliveries_within_the_share_and_early_the_rest() -> None:
+    """Issue 20: gap < 0 was `early` and only gap == 0 `on_time`, so for tickets `on_time` was
+    always empty and the cost-of-lateness baseline showed nothing. With the default share
+    (half the promised time), the last half before the due time is on time."""
+    windows = new()
+    for i, gap in enumerate((-2000.0, -1800.0, -600.0, 0.0, 60.0)):
+        event = ev(Outcome.FEEDBACK, T0, item=f"S-{i}", gap=gap, promised=3600.0, csat=4, nps=9)
+        windows.observe(event)
+    buckets = by_window(windows.snapshot(T0))["5m"].csat_by_gap_bucket
+    assert (buckets["early"].count, buckets["on_time"].count) == (1, 3)
+    assert buckets["late_lt_15m"].count == 1
+    with pytest.raises(WindowStateError):
+        new(on_time_share=1.5)
+
+
 def test_csat_nps_and_csat_by_gap_bucket() -> None:
-    windows = new(on_time_tolerance_seconds=120.0)
+    windows = new(on_time_tolerance_seconds=120.0, on_time_share=0.0)
     feedback = [
         (-600.0, None, 5, 10),  # early
         (-60.0, None, 4, 9),  # on time thanks to the tolerance
@@ -337,7 +352,7 @@ def test_first_time_fix_rate() -> None:
 def test_figures_are_json_friendly() -> None:
     windows = new()
     windows.observe(ev(Outcome.MET, T0, gap=-5.0, delivered=100.0))
-    windows.observe(ev(Outcome.FEEDBACK, T0, gap=-5.0, csat=4, nps=9))
+    windows.observe(ev(Outcome.FEEDBACK, T0, gap=-2000.0, csat=4, nps=9))
     data = json.loads(json.dumps(windows.snapshot(T0)[0].as_dict()))
     assert data["as_of"] == "2026-03-02T12:00:00Z"
     assert data["promise_kind"] == "first_response" and data["window"] == "5m"

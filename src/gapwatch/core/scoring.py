@@ -39,7 +39,12 @@ from gapwatch.core.gaps import GapData, GapEvent
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.topics import Stream
 from gapwatch.core.validation import EventRejected, decode_event
-from gapwatch.core.windows import RollingWindows, SegmentKeyer, WindowFigures
+from gapwatch.core.windows import (
+    DEFAULT_ON_TIME_SHARE,
+    RollingWindows,
+    SegmentKeyer,
+    WindowFigures,
+)
 
 DEFAULT_SEGMENT_LABELS = ("team", "region", "priority")
 STREAM_ITEM_KIND = {Stream.TICKETS: ItemKind.TICKET, Stream.JOBS: ItemKind.JOB}
@@ -84,6 +89,7 @@ class ScoringConfig:
     segment_cap: int = 500
     grace_seconds: float = 3600.0
     closed_retention_seconds: float = 14 * 24 * 3600.0
+    on_time_share: float = DEFAULT_ON_TIME_SHARE
 
 
 @dataclass(slots=True)
@@ -317,7 +323,7 @@ class Scoring:
     def _windows(self, at: datetime) -> RollingWindows:
         if self.windows is None:
             assert self.keyer is not None
-            self.windows = RollingWindows(self.keyer, at)
+            self.windows = RollingWindows(self.keyer, at, on_time_share=self.config.on_time_share)
         return self.windows
 
     def _schedule(self, clock: ItemClock) -> None:

@@ -177,14 +177,26 @@ class GapBucket(StrEnum):
 _GAP_BUCKETS: tuple[GapBucket, ...] = tuple(GapBucket)
 
 
+DEFAULT_ON_TIME_SHARE = 0.5
+"""A delivery in the last half of its promised time is `on_time`; one earlier is `early`."""
+
+
 def gap_bucket(
-    gap_seconds: float | None, arrival: ArrivalOutcome | None, tolerance_seconds: float = 0.0
+    gap_seconds: float | None,
+    arrival: ArrivalOutcome | None,
+    tolerance_seconds: float = 0.0,
+    promised_seconds: float = 0.0,
+    on_time_share: float = 0.0,
 ) -> GapBucket:
-    """Classify a gap: early < -tolerance <= on time <= 0 < late < 15 min <= late <= 1 h < late.
+    """Classify a gap: early < -tolerance <= on time <= 0 < late < 15 min <= late <= 1 h < late,
+    where tolerance is the larger of `tolerance_seconds` and `on_time_share` of the promised
+    time. So `on_time` holds deliveries kept within the promise without much to spare (the
+    baseline lateness is compared with), and `early` the ones well ahead of it.
 
     For arrival windows the gap is measured to the window's end, so an arrival inside the window
     has a negative gap yet is on time: `arrival` early / on_time therefore wins over the gap.
     """
+    tolerance_seconds = max(tolerance_seconds, on_time_share * max(0.0, promised_seconds))
     if arrival is ArrivalOutcome.EARLY:
         return GapBucket.EARLY
     if arrival is ArrivalOutcome.ON_TIME:
@@ -601,9 +613,14 @@ class RollingWindows:
         watermark: datetime,
         *,
         on_time_tolerance_seconds: float = 0.0,
+        on_time_share: float = DEFAULT_ON_TIME_SHARE,
         latest_breached_limit: int = LATEST_BREACHED_LIMIT,
         correction_horizon_seconds: float = 86_400.0,
     ) -> None:
+        if not 0 <= on_time_share <= 1:
+            raise WindowStateError(
+                "bad_share", f"on-time share must be in [0, 1], got {on_time_share}"
+            )
         if on_time_tolerance_seconds < 0:
             raise WindowStateError(
                 "bad_tolerance", f"on-time tolerance must be >= 0, got {on_time_tolerance_seconds}"
@@ -620,6 +637,7 @@ class RollingWindows:
             )
         self.keyer = keyer
         self.on_time_tolerance_seconds = float(on_time_tolerance_seconds)
+        self.on_time_share = float(on_time_share)
         self.latest_breached_limit = latest_breached_limit
         self.correction_horizon_seconds = float(correction_horizon_seconds)
         self._horizon_us = round(correction_horizon_seconds * _US)
@@ -688,7 +706,13 @@ class RollingWindows:
             built: list[tuple[int, int]] = [(_EVENTS, 1)]
             if feedback.csat is not None:
                 where = _GAP_BUCKETS.index(
-                    gap_bucket(event.gap_seconds, event.arrival, self.on_time_tolerance_seconds)
+                    gap_bucket(
+                        event.gap_seconds,
+                        event.arrival,
+                        self.on_time_tolerance_seconds,
+                        event.promised_seconds,
+                        self.on_time_share,
+                    )
                 )
                 built += [
                     (_CSAT_SUM, feedback.csat),
@@ -931,6 +955,7 @@ class RollingWindows:
             "windows": [list(spec) for spec in WINDOWS],
             "watermark_us": self._watermark_us,
             "on_time_tolerance_seconds": self.on_time_tolerance_seconds,
+            "on_time_share": self.on_time_share,
             "latest_breached_limit": self.latest_breached_limit,
             "correction_horizon_seconds": self.correction_horizon_seconds,
             "too_late": self.too_late,
@@ -979,6 +1004,7 @@ class RollingWindows:
                 keyer,
                 _EPOCH + int(data["watermark_us"]) * _MICROSECOND,
                 on_time_tolerance_seconds=data["on_time_tolerance_seconds"],
+                on_time_share=data.get("on_time_share", DEFAULT_ON_TIME_SHARE),
                 latest_breached_limit=data["latest_breached_limit"],
                 correction_horizon_seconds=data["correction_horizon_seconds"],
             )
