@@ -10,6 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from gapwatch.config import load_policies
 from gapwatch.core.policies import PolicySet, Target, parse_target
 from gapwatch.core.promises import PromiseKind
 
@@ -128,7 +129,6 @@ policies:
             " {name: a, promises: {resolution: {within: 2h}}}]",
             "duplicate_policy",
         ),
-        ("version: 1\npolicies: [{name: a, promises: {}}]", "too_short"),
         ("version: 1\npolicies: [{name: a, promises: {eventually: {within: 1h}}}]", "enum"),
         (
             "version: 1\npolicies: [{name: a, at_risk: [1.5],"
@@ -143,3 +143,24 @@ def test_bad_policies_name_the_problem(text: str, code: str):
     with pytest.raises(ValidationError) as info:
         load(text)
     assert info.value.errors()[0]["type"] == code
+
+
+def test_a_policy_may_give_no_promise_and_explicit_ones_still_hold(tmp_path: Path) -> None:
+    """Issue 20: `promises: {}` was refused, so "only what the events carry" had to be written
+    as no policy at all, which then let a later policy match. Now it is a policy of its own."""
+    from gapwatch.core.clock import ClockConfig, ItemClock
+    from gapwatch.core.examples import EXAMPLES
+    from gapwatch.core.validation import validate_event
+
+    path = tmp_path / "policies.yaml"
+    path.write_text(
+        "version: 1\n"
+        "policies:\n"
+        "  - {name: explicit-only, match: {team: billing}, promises: {}}\n"
+        "  - {name: everyone, promises: {resolution: {within: 1h}}}\n"
+    )
+    policies = load_policies(path)
+    assert policies.select({"team": "billing"}).name == "explicit-only"  # type: ignore[union-attr]
+    clock = ItemClock("T-1001", ClockConfig.from_policies(policies))
+    clock.apply(validate_event(EXAMPLES["gapwatch.ticket.opened.v1"]))  # team billing
+    assert [p.kind.value for p in clock.open_promises] == ["first_response"]  # its own, alone

@@ -105,7 +105,13 @@ class Policy(BaseModel):
     calendar: str | None = None
     pause_statuses: tuple[str, ...] | None = None
     at_risk: tuple[Fraction, ...] | None = None
-    promises: dict[PromiseKind, PromiseRule] = Field(min_length=1)
+    promises: dict[PromiseKind, PromiseRule] = Field(
+        default_factory=dict,
+        description="Per promise kind, its target. A promise an event states itself (a "
+        "ticket's `promises`, a job's window and promised completion) wins over the policy's "
+        "for that kind; the policy fills the other kinds. `{}` gives none: the items it matches "
+        "keep only the promises their events carry (and no later policy matches them).",
+    )
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         for key, wanted in self.match.items():
