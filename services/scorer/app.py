@@ -166,6 +166,7 @@ class ScorerService:
             segment_cap=settings.scorer_segment_cap,
             grace_seconds=settings.scorer_grace_seconds,
             on_time_share=settings.scorer_on_time_share,
+            feedback_hold_seconds=settings.scorer_feedback_hold_seconds,
         )
         self.registry = registry
         self.metrics = ScorerMetrics(registry, labels)
@@ -608,6 +609,26 @@ class ScorerService:
             )
         return count
 
+    async def sweep_feedback(self, items: ItemStore) -> None:
+        """Drop (and count) feedback past its hold, saving the clocks it leaves; export how
+        much still waits."""
+        waiting: dict[str, int] = {"item_never_seen": 0, "never_delivered": 0}
+        for number, part in list(self.clocks.items()):
+            scoring = part.scoring
+            if number in self.loading or scoring.watermark is None or not scoring.waiting:
+                continue
+            changed = scoring.sweep_feedback(scoring.watermark)
+            for reason, count in scoring.unjoined.items():
+                self.metrics.feedback_unjoined.labels(reason).inc(count)
+            scoring.unjoined.clear()
+            if changed:
+                async with self.scoring_turn:
+                    await self.save([(number, c.item_id, c) for c in changed], items)
+            for reason, count in scoring.feedback_waiting().items():
+                waiting[reason] += count
+        for reason, count in waiting.items():
+            self.metrics.feedback_waiting.labels(reason).set(count)
+
     async def tick(self) -> None:
         self.metrics.items.set(sum(len(p.scoring.items) for p in self.clocks.values()))
         if not self.settings.scorer_wall_clock:
@@ -972,6 +993,10 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
             await service.load_assigned(set(reader.assigned), items)
         await service.tick()
         freeze_survivors()
+
+    @app.timer(interval=settings.scorer_snapshot_seconds)
+    async def sweep() -> None:
+        await service.sweep_feedback(items)
 
     @app.timer(interval=settings.scorer_snapshot_seconds)
     async def snapshot() -> None:

@@ -137,6 +137,22 @@ class ScorerMetrics:
             "existed): their partition's restored event time was brought back to the bound.",
             registry=registry,
         )
+        self.feedback_unjoined = Counter(
+            "gapwatch_scorer_feedback_unjoined_total",
+            "Feedback dropped after waiting GAPWATCH_SCORER_FEEDBACK_HOLD_SECONDS (event time) "
+            "to join its item: the item was never seen, or never delivered.",
+            ["reason"],
+            registry=registry,
+        )
+        self.feedback_waiting = Gauge(
+            "gapwatch_scorer_feedback_waiting",
+            "Feedback waiting to join its item (reason: item_never_seen, never_delivered).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("item_never_seen", "never_delivered"):
+            self.feedback_unjoined.labels(reason)
+            self.feedback_waiting.labels(reason)
         self.before_opening = Counter(
             "gapwatch_scorer_events_before_opening_total",
             "Item events stamped before their item's opening: they took effect at the opening.",

@@ -46,6 +46,13 @@ class ScorerSettings(KafkaSettings, TimeBoundSettings):
     scorer_grace_seconds: float = Field(
         default=3600.0, ge=0, description="How late an event may be before it is dead-lettered."
     )
+    scorer_feedback_hold_seconds: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="Feedback still waiting this long (event time) to join its item (never "
+        "seen, or never delivered) is dropped and counted in "
+        "gapwatch_scorer_feedback_unjoined_total.",
+    )
     scorer_on_time_share: float = Field(
         default=0.5,
         ge=0,

@@ -103,3 +103,46 @@ def test_a_promise_due_before_its_opening_is_refused_at_validation():
     assert [(e.path, e.code) for e in caught.value.errors] == [
         ("data.window.end", "promise_before_opening")
     ]
+
+
+def feedback(item: str, at: datetime, n: int) -> dict[str, Any]:
+    doc = copy.deepcopy(EXAMPLES["gapwatch.feedback.submitted.v1"])
+    doc.update(id=f"fb-{item}-{n}", subject=item, time=at.isoformat())
+    doc["data"].update(item_id=item, feedback_id=f"F-{item}-{n}", submitted_at=at.isoformat())
+    return doc
+
+
+def test_feedback_that_never_joins_is_counted_then_dropped_after_the_hold():
+    """Issue 20: feedback for an item never seen, or never delivered, waited forever unseen."""
+    config = ScoringConfig(
+        ClockConfig.from_policies(load_policies(POLICIES)), feedback_hold_seconds=86400
+    )
+    scoring = Scoring(config)
+    scoring.process(validate_event(feedback("GHOST-1", T0, 1)))  # no such item, ever
+    scoring.process(validate_event(opened()))  # E-1: its first response is never given
+    scoring.process(validate_event(feedback("E-1", T0 + timedelta(minutes=5), 1)))
+    assert scoring.feedback_waiting() == {"item_never_seen": 1, "never_delivered": 1}
+
+    assert scoring.sweep_feedback(T0 + timedelta(hours=23)) == []  # within the hold
+    changed = scoring.sweep_feedback(T0 + timedelta(days=2))
+    assert sorted(c.item_id for c in changed) == ["E-1", "GHOST-1"]
+    assert scoring.unjoined == {"item_never_seen": 1, "never_delivered": 1}
+    assert scoring.feedback_waiting() == {}
+    # Dropped from the log too: a re-fold of the saved clock does not bring it back.
+    saved = scoring.items["E-1"].to_bytes()
+    assert b"fb-E-1-1" not in saved
+
+
+def test_replay_counts_feedback_still_waiting_and_dropped():
+    config = ScoringConfig(
+        ClockConfig.from_policies(load_policies(POLICIES)), feedback_hold_seconds=3600
+    )
+    lines = [
+        orjson.dumps(feedback("GHOST-2", T0, 1)),
+        orjson.dumps(opened()),
+        orjson.dumps(feedback("E-1", T0 + timedelta(hours=3), 2)),
+    ]
+    result = replay(lines, config)
+    # GHOST-2's feedback waited 3 h of event time, past the hour: dropped; E-1's just came.
+    assert result.scoring.unjoined == {"item_never_seen": 1}
+    assert result.scoring.feedback_waiting() == {"never_delivered": 1}

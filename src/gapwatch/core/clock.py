@@ -520,6 +520,25 @@ class ItemClock:
             )
         return out
 
+    def waiting_feedback(self) -> int:
+        """Feedback events waiting for the item's outcome to join it (0 for a resting clock,
+        whose summary does not say: it is counted once an event or a timer wakes it)."""
+        if self._resting is not None:
+            return 0
+        return len(self._state.pending_feedback or ())
+
+    def drop_waiting_feedback(self) -> tuple[str, int]:
+        """Forget the feedback still waiting for this item's outcome, from the log too (so a
+        re-fold does not bring it back); returns why it never joined, and how many."""
+        self._wake()
+        state = self._state
+        ids = {event_id for event_id, _ in state.pending_feedback or ()}
+        if not ids:
+            return "", 0
+        self._log = [e for e in self._log if e.event_id not in ids]
+        state.pending_feedback = None
+        return ("item_never_seen" if state.item_kind is None else "never_delivered"), len(ids)
+
     def before_opening(self) -> int:
         """How many of the item's events (feedback aside) are stamped before its opening: they
         took effect at the opening. 0 while the item has not opened."""

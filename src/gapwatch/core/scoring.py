@@ -90,6 +90,9 @@ class ScoringConfig:
     grace_seconds: float = 3600.0
     closed_retention_seconds: float = 14 * 24 * 3600.0
     on_time_share: float = DEFAULT_ON_TIME_SHARE
+    # Feedback still unjoined this long (event time) after it was submitted is dropped and
+    # counted: its item was never seen, or never delivered what the feedback is about.
+    feedback_hold_seconds: float = 30 * 24 * 3600.0
 
 
 @dataclass(slots=True)
@@ -152,6 +155,10 @@ class Scoring:
     clamped: int = 0
     # Item events stamped before their item's opening, which took effect at the opening.
     before_opened: int = 0
+    # Items with feedback waiting to join, with the time its oldest was submitted.
+    waiting: dict[str, datetime] = field(default_factory=dict)
+    # Feedback dropped unjoined after the hold, by reason (`sweep_feedback`).
+    unjoined: dict[str, int] = field(default_factory=dict)
     _timers: dict[ItemKind, list[tuple[datetime, str]]] = field(default_factory=dict)
     _scheduled: dict[str, datetime] = field(default_factory=dict)
 
@@ -183,6 +190,10 @@ class Scoring:
             raise Unscorable("out_of_range", f"a promised time is out of range: {exc}") from None
         if item_event:
             self.before_opened += clock.before_opening() - early
+            if event.subject in self.waiting and not clock.waiting_feedback():
+                del self.waiting[event.subject]  # joined
+        elif clock.waiting_feedback():
+            self.waiting.setdefault(event.subject, at)
         if mark is None or at > mark:
             self.stream_watermarks[stream] = at
         if self.watermark is None or at > self.watermark:
@@ -320,6 +331,33 @@ class Scoring:
             self._schedule(clock)
         return out
 
+    def sweep_feedback(self, now: datetime) -> list[ItemClock]:
+        """Drop the feedback that has waited longer than the hold (event time `now`) to join
+        its item, counting it by reason in `unjoined`; returns the clocks that changed (for
+        the caller to save)."""
+        limit = now - timedelta(seconds=self.config.feedback_hold_seconds)
+        changed = []
+        for item_id, since in list(self.waiting.items()):
+            clock = self.items.get(item_id)
+            if clock is None or not clock.waiting_feedback():
+                del self.waiting[item_id]
+            elif since <= limit:
+                reason, count = clock.drop_waiting_feedback()
+                self.unjoined[reason] = self.unjoined.get(reason, 0) + count
+                del self.waiting[item_id]
+                changed.append(clock)
+        return changed
+
+    def feedback_waiting(self) -> dict[str, int]:
+        """Feedback still waiting to join, by why: its item not seen yet, or not delivered."""
+        counts: dict[str, int] = {}
+        for item_id in self.waiting:
+            clock = self.items.get(item_id)
+            if clock is not None and (n := clock.waiting_feedback()):
+                reason = "item_never_seen" if clock.item_kind is None else "never_delivered"
+                counts[reason] = counts.get(reason, 0) + n
+        return counts
+
     def _windows(self, at: datetime) -> RollingWindows:
         if self.windows is None:
             assert self.keyer is not None
@@ -431,6 +469,9 @@ def replay(
             continue
     if until is not None:
         gaps.extend(scoring.tick(until))
+    end = until or scoring.watermark
+    if end is not None:
+        scoring.sweep_feedback(end)
     return ReplayResult(gaps, rejected, scoring)
 
 
