@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gapwatch.core.schemas import event_schemas
-from gapwatch.core.timebound import DEFAULT_MAX_FUTURE_SKEW_SECONDS, not_after
+from gapwatch.core.timebound import DEFAULT_MAX_FUTURE_SKEW_SECONDS
 
 DEFAULT_SCHEMA_DIR = Path("schemas")
 
@@ -31,6 +31,17 @@ def _aware_time(text: str) -> datetime:
             f"{text!r} has no UTC offset; expected e.g. 2026-03-31T00:00:00+00:00"
         )
     return value.astimezone(UTC)
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, or a usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
 
 
 def _render(document: dict[str, Any]) -> str:
@@ -111,38 +122,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from gapwatch.config import load_policies
-    from gapwatch.core.clock import ClockConfig
-    from gapwatch.core.scoring import ScoringConfig, replay
+    from gapwatch.replay_cli import run_replay
 
-    config = ScoringConfig(
-        ClockConfig.from_policies(load_policies(args.policies)),
-        segment_labels=tuple(args.segment_labels.split(",")),
-        grace_seconds=args.grace_seconds,
-    )
-    # History is bounded by `--until` (or, without it, by now) plus the skew: a replay of
-    # last quarter refuses an event from next year, as the live scorer would have.
-    until = args.until
-    limit = not_after(until or datetime.now(UTC), args.max_future_skew_seconds)
-    with args.file.open("rb") as lines:
-        result = replay(lines, config, until, limit)
-    scoring = result.scoring
-    as_of = until or scoring.watermark or datetime.now(UTC)
-    document = {
-        "gap_events": [e.model_dump(mode="json", exclude_none=True) for e in result.gap_events],
-        "final": scoring.snapshot(as_of).as_dict(),
-        "rejected": [{"line": n, "reason": r, "detail": d} for n, r, d in result.rejected],
-    }
-    text = json.dumps(document, indent=1)
-    if args.output:
-        args.output.write_text(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
-    sys.stderr.write(
-        f"replayed {args.file}: {len(result.gap_events)} gap events, "
-        f"{len(scoring.items)} items, {len(result.rejected)} rejected lines\n"
-    )
-    return 0
+    return run_replay(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -170,25 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(func=cmd_ingest)
 
-    rep = sub.add_parser("replay", help="run the scoring core over a JSON Lines file, no Kafka")
-    rep.add_argument("file", type=Path)
-    rep.add_argument("--policies", type=Path, default=Path("deploy/config/policies.yaml"))
-    rep.add_argument("--segment-labels", default="team,region,priority")
-    rep.add_argument("--grace-seconds", type=float, default=3600.0)
-    rep.add_argument(
-        "--until",
-        type=_aware_time,
-        help="advance the clock to this time at the end (ISO 8601 with a UTC offset); events "
-        "after it plus --max-future-skew-seconds are rejected",
-    )
-    rep.add_argument(
-        "--max-future-skew-seconds",
-        type=float,
-        default=DEFAULT_MAX_FUTURE_SKEW_SECONDS,
-        help="how far past --until (or now) an event's own time may lie (default %(default)s)",
-    )
-    rep.add_argument("-o", "--output", type=Path, help="write the JSON here (default stdout)")
-    rep.set_defaults(func=cmd_replay)
+    _replay_parser(sub)
 
     sim = sub.add_parser("simulate", help="produce a realistic event stream (file, ingest, Kafka)")
     sim.add_argument("--scenario", choices=["steady", "team-slip"], default="steady")
@@ -248,6 +212,92 @@ def build_parser() -> argparse.ArgumentParser:
     _import_options(report)
     report.set_defaults(func=cmd_report)
     return parser
+
+
+def _replay_parser(sub: Any) -> None:
+    from gapwatch.replay_cli import DEFAULT_POLICIES, LISTED_REJECTIONS
+
+    rep = sub.add_parser(
+        "replay",
+        help="re-score a JSON Lines file of events with the scoring core, no Kafka",
+        description="Runs the scoring core over a JSON Lines file of input events, exactly as "
+        "the live scorer would: gap events stream out as JSON Lines; --summary gets totals per "
+        "segment x promise kind (whole input and per period), the final windows, open counts "
+        "and rejections. Exit 0; 1 if any line was rejected (the valid ones are scored either "
+        "way); 2 on bad arguments or configuration.",
+    )
+    rep.add_argument("file", type=Path)
+    rep.add_argument(
+        "--policies",
+        type=Path,
+        default=DEFAULT_POLICIES,
+        help="SLA policies and calendars (default: the repository's, %(default)s)",
+    )
+    rep.add_argument("--segment-labels", default="team,region,priority", help="default %(default)s")
+    rep.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=3600.0,
+        help="how far behind its stream's newest event time an event may lie (default "
+        "%(default)s); later ones are rejected as too_late",
+    )
+    rep.add_argument(
+        "--until",
+        type=_aware_time,
+        help="advance the clock to this time at the end (ISO 8601 with a UTC offset); events "
+        "after it plus --max-future-skew-seconds are rejected",
+    )
+    rep.add_argument(
+        "--max-future-skew-seconds",
+        type=float,
+        default=DEFAULT_MAX_FUTURE_SKEW_SECONDS,
+        help="how far past --until (or now) an event's own time may lie (default %(default)s)",
+    )
+    rep.add_argument(
+        "-o",
+        "--gaps",
+        "--output",
+        dest="output",
+        type=Path,
+        metavar="FILE",
+        help="write the gap events here, as JSON Lines (default stdout)",
+    )
+    rep.add_argument(
+        "--summary",
+        type=Path,
+        metavar="FILE",
+        help="write the summary JSON here: totals, final windows, open counts, rejections",
+    )
+    rep.add_argument(
+        "--period",
+        choices=["month", "week"],
+        default="month",
+        help="the totals' period, UTC calendar months or ISO weeks (default %(default)s)",
+    )
+    rep.add_argument(
+        "--rejects",
+        type=Path,
+        metavar="FILE",
+        help=f"write every rejected line with all its errors here (the summary lists the "
+        f"first {LISTED_REJECTIONS})",
+    )
+    rep.add_argument(
+        "--sort",
+        action="store_true",
+        help="replay in event-time order (for exports grouped by item); sorts on disk when "
+        "the file does not fit in --sort-memory-mb",
+    )
+    rep.add_argument(
+        "--sort-memory-mb",
+        type=_positive_int,
+        default=256,
+        help="memory for sorting (default %(default)s)",
+    )
+    rep.add_argument(
+        "--sort-dir", type=Path, help="where sorted runs go (default: the system's temp dir)"
+    )
+    rep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rep.set_defaults(func=cmd_replay)
 
 
 def _import_options(parser: argparse.ArgumentParser) -> None:

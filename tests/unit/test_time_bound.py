@@ -293,14 +293,15 @@ def test_replay_rejects_events_beyond_until_plus_the_skew(tmp_path: Path):
     path.write_bytes(b"\n".join(orjson.dumps(d) for d in lines) + b"\n")
     out = tmp_path / "out.json"
     until = (NOW + timedelta(hours=1)).isoformat()
+    command = [sys.executable, "-m", "gapwatch", "replay", str(path), "--until", until]
     run = subprocess.run(
-        [sys.executable, "-m", "gapwatch", "replay", str(path), "--until", until, "-o", str(out)],
+        [*command, "-o", str(tmp_path / "gaps.jsonl"), "--summary", str(out)],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert run.returncode == 0, run.stderr
-    rejected = orjson.loads(out.read_bytes())["rejected"]
+    assert run.returncode == 1, run.stderr  # like `gapwatch ingest`: a line was rejected
+    rejected = orjson.loads(out.read_bytes())["rejected"]["listed"]
     assert [(r["line"], r["reason"]) for r in rejected] == [(2, "from_the_future")]
 
 

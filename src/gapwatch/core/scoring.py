@@ -20,6 +20,7 @@ Time rule (the README has it too):
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from gapwatch.core.feedback import ItemKind
 from gapwatch.core.gaps import GapData, GapEvent
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.topics import Stream
-from gapwatch.core.validation import EventRejected, decode_event
+from gapwatch.core.validation import EventRejected, FieldError, decode_event
 from gapwatch.core.windows import (
     DEFAULT_ON_TIME_SHARE,
     RollingWindows,
@@ -437,6 +438,26 @@ class ReplayResult:
     scoring: Scoring
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input line replay refused: where, why, every error (validation gives several), and
+    the line itself (left out of `as_dict`)."""
+
+    line: int
+    reason: str
+    detail: str
+    errors: tuple[FieldError, ...]
+    raw: bytes = b""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "reason": self.reason,
+            "detail": self.detail,
+            "errors": [{"path": e.path, "code": e.code, "reason": e.reason} for e in self.errors],
+        }
+
+
 def replay(
     lines: Iterable[bytes],
     config: ScoringConfig,
@@ -447,35 +468,117 @@ def replay(
 
     With `not_after`, events whose own time lies after it are rejected as `from_the_future`
     (the live scorer bounds by its clock; `gapwatch replay` by `--until`, or its clock).
+    Keeps every gap event: for inputs of any size, use `replay_stream`.
     """
     scoring = Scoring(config)
     gaps: list[GapEvent] = []
     rejected: list[tuple[int, str, str]] = []
-    for line_no, line in _numbered(lines):
-        try:
-            event = decode_event(line, not_after)
-            gaps.extend(scoring.process_and_tick(event))
-        except EventRejected as exc:
-            rejected.append((line_no, exc.rejection.value, str(exc)))
-            continue
-        except LateEvent as exc:
-            rejected.append((line_no, LateEvent.reason, str(exc)))
-            continue
-        except ItemLogFull as exc:
-            rejected.append((line_no, "item_log_full", str(exc)))
-            continue
-        except (Unscorable, ConflictingDuplicate) as exc:
-            rejected.append((line_no, exc.reason, str(exc)))
-            continue
-    if until is not None:
-        gaps.extend(scoring.tick(until))
-    end = until or scoring.watermark
-    if end is not None:
-        scoring.sweep_feedback(end)
+    for out in replay_stream(numbered(lines), scoring, until, not_after):
+        if isinstance(out, Rejected):
+            rejected.append((out.line, out.reason, out.detail))
+        else:
+            gaps.append(out)
     return ReplayResult(gaps, rejected, scoring)
 
 
-def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+def replay_stream(
+    lines: Iterable[tuple[int, bytes]],
+    scoring: Scoring,
+    until: datetime | None = None,
+    not_after: datetime | None = None,
+    rest_after: timedelta | None = None,
+    *,
+    advance_windows: bool = False,
+    windows_from: datetime | None = None,
+) -> Iterator[GapEvent | Rejected]:
+    """`replay`, streaming: yields each gap event as it is produced and each refused line, and
+    keeps neither. `lines` are (line number, bytes), in the order to apply them (`numbered`
+    gives the file's order); once the iterator is exhausted `scoring` holds the final state.
+
+    With `rest_after`, a clock untouched (no input or gap event) for that long of event time
+    is put to rest, as the live scorer's state store holds it: its saved bytes and a summary,
+    re-folded if it is needed again. The gap events are the same; the memory an idle item
+    takes is a fraction of an active one's.
+
+    With `advance_windows`, the rolling windows follow the event time (hourly) as the live
+    scorer's do, so buckets older than 7 days are dropped instead of kept for the whole input.
+    The final windows are the same; a gap event more than 7 days older than the event time
+    reached is then left out of the windows, as live. With `windows_from`, the windows count
+    only the gap events produced once the event time has reached it: a replay that wants the
+    windows as of `until` needs those of the last 7 days (and the grace period, and a 2-hour
+    bucket) before it, and skips the windows' work for the rest of history.
+    """
+    if windows_from is not None:
+        scoring.track_windows = False
+    touched: OrderedDict[str, None] = OrderedDict()  # least recently touched first
+    rested_at = None
+    for line_no, line in lines:
+        try:
+            event = decode_event(line, not_after)
+            out = scoring.process_and_tick(event)
+        except EventRejected as exc:
+            yield Rejected(line_no, exc.rejection.value, str(exc), tuple(exc.errors), line)
+        except LateEvent as exc:
+            yield _rejected(line_no, LateEvent.reason, exc, line)
+        except ItemLogFull as exc:
+            yield _rejected(line_no, "item_log_full", exc, line)
+        except (Unscorable, ConflictingDuplicate) as exc:
+            yield _rejected(line_no, exc.reason, exc, line)
+        else:
+            yield from out
+            if rest_after is None and not advance_windows and windows_from is None:
+                continue
+            if rest_after is not None:
+                touched[event.subject] = None
+                touched.move_to_end(event.subject)
+                for gap in out:
+                    touched[gap.subject] = None
+                    touched.move_to_end(gap.subject)
+            mark = scoring.watermark
+            if windows_from is not None and mark is not None and mark >= windows_from:
+                scoring.track_windows, windows_from = True, None
+            if mark is not None and (rested_at is None or mark - rested_at >= _REST_EVERY):
+                rested_at = mark
+                if rest_after is not None:
+                    _rest_idle(scoring, touched, mark - rest_after)
+                if advance_windows and scoring.windows is not None:
+                    scoring.windows.advance(mark)
+    if windows_from is not None:  # never reached
+        scoring.track_windows = True
+    if until is not None:
+        yield from scoring.tick(until)
+    end = until or scoring.watermark
+    if end is not None:
+        scoring.sweep_feedback(end)
+
+
+_REST_EVERY = timedelta(hours=1)
+
+
+def _rest_idle(scoring: Scoring, touched: OrderedDict[str, None], before: datetime) -> None:
+    """Put to rest the clocks in `touched` (least recently touched first) with no event since
+    `before`, and forget them there. One with events stamped before its opening stays awake:
+    `Scoring.process` counts those from the clock's log, which a resting clock does not hold."""
+    config = scoring.config.clock
+    items = scoring.items
+    while touched:
+        item_id = next(iter(touched))
+        clock = items.get(item_id)
+        if clock is not None and not clock.resting:
+            last = clock.last_event_at
+            if last is not None and last >= before:
+                break
+            if not clock.before_opening():
+                items[item_id] = ItemClock.restore(item_id, config, clock.to_bytes())
+        touched.popitem(last=False)
+
+
+def _rejected(line_no: int, reason: str, exc: Exception, line: bytes) -> Rejected:
+    return Rejected(line_no, reason, str(exc), (FieldError(0, "", reason, str(exc)),), line)
+
+
+def numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, line) of each line that is not blank."""
     for line_no, line in enumerate(lines, start=1):
         if line.strip():
             yield line_no, line
@@ -484,10 +587,13 @@ def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
 __all__ = [
     "LateEvent",
     "OpenCounts",
+    "Rejected",
     "ReplayResult",
     "Scoring",
     "ScoringConfig",
     "Snapshot",
     "Unscorable",
+    "numbered",
     "replay",
+    "replay_stream",
 ]
