@@ -146,3 +146,19 @@ def test_replay_counts_feedback_still_waiting_and_dropped():
     # GHOST-2's feedback waited 3 h of event time, past the hour: dropped; E-1's just came.
     assert result.scoring.unjoined == {"item_never_seen": 1}
     assert result.scoring.feedback_waiting() == {"never_delivered": 1}
+
+
+def test_a_restored_clock_does_not_count_its_earlier_events_again(config: ScoringConfig):
+    from gapwatch.core.clock import ItemClock
+
+    first = Scoring(config)
+    first.process(validate_event(opened()))
+    first.process(validate_event(replied(T0 - timedelta(seconds=1))))
+    assert first.before_opened == 1
+    saved = first.items["E-1"].to_bytes()
+    restored = Scoring(config)
+    restored.adopt(ItemClock.restore("E-1", config.clock, saved, []))
+    later = replied(T0 + timedelta(hours=2))
+    later["id"] = "reply-E-later"
+    restored.process(validate_event(later))
+    assert restored.before_opened == 0

@@ -541,7 +541,9 @@ class ItemClock:
 
     def before_opening(self) -> int:
         """How many of the item's events (feedback aside) are stamped before its opening: they
-        took effect at the opening. 0 while the item has not opened."""
+        took effect at the opening. 0 while the item has not opened. Wakes a resting clock
+        (whose log is not in memory), as applying an event to it does anyway."""
+        self._wake()
         opened = next((e.at for e in self._log if e.rank == _OPENING_RANK), None)
         if opened is None:
             return 0
