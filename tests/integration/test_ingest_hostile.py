@@ -302,6 +302,21 @@ async def test_times_out_of_range_or_from_the_future_are_precise_422s(
     assert service.process.poll() is None
 
 
+async def test_labels_that_look_alike_are_precise_422s(
+    service: IngestProcess, kafka: KafkaSettings
+):
+    """Issue 27 #8: `\ufeffbilling\u200d` showed as `billing` in Grafana but was its own
+    series; C1 and bidi controls passed too. Each is refused with its field path."""
+    port = port_of(service)
+    for team in ("\ufeffbilling\u200d", "bill\u0085ing", "billing\u202e"):
+        answer = post(port, orjson.dumps(event(team=team)))
+        assert answer.status == 422, (team, answer)
+        assert [(e["path"], e["code"]) for e in answer.problem()["errors"]] == [
+            ("data.team", "string_pattern_mismatch")
+        ]
+    assert await end_offsets(kafka) == 0
+
+
 # --- encodings ---------------------------------------------------------------------------------
 
 

@@ -17,10 +17,18 @@ ItemId = Annotated[
 EventId = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")
 ]
-# Segment values (team, region, priority, ...): free text but bounded and without control chars.
+# Segment values (team, region, priority, ...): free text, bounded, and nothing that does not
+# show: C0 and C1 controls, bidi controls and invisible format characters are refused, so
+# "\ufeffbilling\u200d" cannot become a series that shows as "billing" beside the real one.
+LABEL_INVISIBLE = (
+    "\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
 Label = Annotated[
     str,
-    StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(
+        strict=True, min_length=1, max_length=128, pattern=f"^[^{LABEL_INVISIBLE}]+$"
+    ),
 ]
 LabelKey = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")
