@@ -289,7 +289,7 @@ class ScorerService:
         clocks = self.clocks.get(number)
         if clocks is None:
             clocks = self.clocks[number] = PartitionClocks(
-                Scoring(self.config, track_windows=False)
+                Scoring(self.config, keyer=self.keyer, track_windows=False)
             )
         return clocks
 

@@ -172,3 +172,21 @@ async def test_open_count_gauges_are_replaced_series_by_series_never_cleared():
     await service.export_open_counts()
     assert teams() == {"billing": 2}
     assert service.events_scored == 2
+
+
+def test_the_segment_cap_bounds_the_process_not_each_partition():
+    """Issue 27 #3: each input partition's engine built its own keyer, so with cap 500 and 6
+    partitions 3,003 teams reached gapwatch_open_promises, and a team could be named in one
+    partition and `other` in another. Every partition now shares the service's keyer."""
+    service, _ = offline_service()
+    keyers = {id(service.partition(n).scoring.keyer) for n in range(6)}
+    assert keyers == {id(service.keyer)}
+    cap = service.keyer.cap
+    segments = [{"team": f"team-{i}"} for i in range(cap + 10)]
+    for n, segment in enumerate(segments):  # spread over the partitions' engines
+        keyer = service.partition(n % 6).scoring.keyer
+        assert keyer is not None
+        keyer.key(segment)
+    assert len(service.keyer.admitted) == cap
+    late = service.partition(5).scoring.keyer
+    assert late is not None and late.key(segments[-1]) == service.keyer.other
