@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -17,12 +18,15 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as FastApiPath
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import gapwatch
 from gapwatch.core.alerts.lifecycle import Alert, AlertState
 from gapwatch.core.alerts.rules import AlertsConfig
+from gapwatch.core.fields import Timestamp
 from gapwatch.kafka.clients import admin_client, reliable_producer
 from gapwatch_alerter.dispatcher import AlertmanagerResender, Dispatcher
 from gapwatch_alerter.engine import Engine
@@ -48,17 +52,19 @@ class SilenceRequest(BaseModel):
 
     matchers: dict[
         Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")],
-        Annotated[str, Field(min_length=1, max_length=128)],
+        Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")],
     ] = Field(
         min_length=1,
         max_length=16,
         description="Label → exact value; `alertname` matches the rule name.",
     )
-    starts_at: AwareDatetime | None = Field(default=None, description="Default: now.")
-    ends_at: AwareDatetime | None = Field(default=None, description="Or give duration_seconds.")
-    duration_seconds: float | None = Field(default=None, gt=0, le=90 * 86400)
-    created_by: str = Field(min_length=1, max_length=128)
-    comment: str = Field(min_length=1, max_length=1000)
+    # The contracts' timestamp (1900-9000 UTC): a year-1 or year-9999 edge overflowed in the
+    # duration arithmetic below and answered 500.
+    starts_at: Timestamp | None = Field(default=None, description="Default: now.")
+    ends_at: Timestamp | None = Field(default=None, description="Or give duration_seconds.")
+    duration_seconds: float | None = Field(default=None, gt=0, le=90 * 86400, allow_inf_nan=False)
+    created_by: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    comment: str = Field(min_length=1, max_length=1000, pattern=r"^[^\x00]+$")
 
     @model_validator(mode="after")
     def _one_end(self) -> SilenceRequest:
@@ -173,6 +179,27 @@ def create_app(
     )
     app.state.registry = registry
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own answer quotes every input whole: a 20 MB body came back as 60 MB, and
+        # a NaN could not be written as JSON at all (a 500). Paths and reasons only, bounded.
+        errors = [
+            {
+                "path": ".".join(str(part) for part in err.get("loc", ())),
+                "code": str(err.get("type", "")),
+                "reason": str(err.get("msg", ""))[:300],
+            }
+            for err in exc.errors()[:50]
+        ]
+        body = {
+            "type": "about:blank",
+            "title": "Unprocessable Content",
+            "status": 422,
+            "detail": f"{len(exc.errors())} invalid fields",
+            "errors": errors,
+        }
+        return Response(orjson.dumps(body), 422, media_type="application/problem+json")
+
     def promises() -> PromiseStore:
         found = holder.get("promises")
         if found is None:
@@ -199,7 +226,7 @@ def create_app(
     @app.get("/v1/alerts", summary="Current alerts (not inactive), newest first")
     async def list_alerts(
         state: AlertState | None = None,
-        rule: Annotated[str | None, Query(max_length=64)] = None,
+        rule: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
         label: Annotated[
             list[str] | None, Query(description="label=value, repeatable; all must match.")
         ] = None,
@@ -208,7 +235,7 @@ def create_app(
         labels: dict[str, str] = {}
         for item in label or []:
             name, sep, value = item.partition("=")
-            if not sep or not name or not value:
+            if not sep or not name or not value or not re.fullmatch(LABEL_FILTER, item):
                 raise HTTPException(422, f"label filter {item!r}: expected label=value")
             labels[name] = value
         try:
@@ -228,7 +255,8 @@ def create_app(
         responses={404: {"description": "No such alert"}},
     )
     async def get_alert(
-        fingerprint: str, history: int = Query(default=50, ge=1, le=500)
+        fingerprint: Annotated[str, FastApiPath(pattern=r"^[0-9a-f]{1,64}$")],
+        history: int = Query(default=50, ge=1, le=500),
     ) -> Response:
         try:
             alert = await store().get_alert(fingerprint)
@@ -268,6 +296,11 @@ def create_app(
         ends = body.ends_at or starts + timedelta(seconds=body.duration_seconds or 0)
         if ends <= starts:
             raise HTTPException(422, "ends_at must be after starts_at")
+        if ends <= now:
+            # It would silence nothing: most likely a wrong date or time zone, said at once.
+            raise HTTPException(
+                422, f"ends_at {ends.isoformat()} is in the past: nothing to silence"
+            )
         try:
             silence = await store().create_silence(
                 body.matchers, starts, ends, body.created_by, body.comment
