@@ -28,6 +28,7 @@ from gapwatch.core.alerts.lifecycle import Alert, AlertState
 from gapwatch.core.alerts.rules import AlertsConfig
 from gapwatch.core.fields import Timestamp
 from gapwatch.kafka.clients import admin_client, reliable_producer
+from gapwatch_alerter.body_guard import BodyGuard
 from gapwatch_alerter.dispatcher import AlertmanagerResender, Dispatcher
 from gapwatch_alerter.engine import Engine
 from gapwatch_alerter.metrics import AlerterMetrics
@@ -208,15 +209,23 @@ def create_app(
 
     app.include_router(promises_router(promises))
 
-    def authorize(request: Request) -> None:
+    def token_ok(header: str) -> bool:
         if settings.alerter_auth_disabled:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            return True
+        scheme, _, token = header.partition(" ")
         presented = token.strip().encode()
         matched = False
         for known in tokens:
             matched |= hmac.compare_digest(presented, known)
-        if scheme.lower() != "bearer" or not presented or not matched:
+        return scheme.lower() == "bearer" and bool(presented) and matched
+
+    # Writes are checked before FastAPI reads their body: the token, then the size.
+    app.add_middleware(
+        BodyGuard, authorized=token_ok, max_body_bytes=settings.alerter_max_body_bytes
+    )
+
+    def authorize(request: Request) -> None:
+        if not token_ok(request.headers.get("authorization", "")):
             raise HTTPException(
                 401,
                 "a valid bearer token is required",

@@ -82,6 +82,13 @@ class AlerterSettings(KafkaSettings, TimeBoundSettings):
         description="A closed promise stays in the promises view (and on gapwatch.promises.v1) "
         "this long after it closed, then the alerter tombstones it on the topic.",
     )
+    alerter_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest request body accepted (413 beyond); writes are authenticated "
+        "before any of it is read.",
+    )
     alerter_page_items: int = Field(
         default=10,
         ge=0,

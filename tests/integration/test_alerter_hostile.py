@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -52,3 +53,39 @@ async def test_nul_bytes_time_edges_and_nan_are_4xx_not_500(kafka: KafkaSettings
         assert (await http.get("/healthz")).status_code == 200
         assert rig.alerter.process.poll() is None
         assert "Traceback" not in rig.alerter.log()
+
+
+async def test_writes_are_authenticated_before_their_body_and_bodies_are_bounded(
+    kafka: KafkaSettings, tmp_path: Path
+):
+    """Issue 27 #6: a 150 MB POST without a token was read and parsed before the 401, and a
+    20 MB invalid body came back as a 60 MB 422."""
+    auth = {"Authorization": f"Bearer {ALERTER_TOKEN}", "Content-Type": "application/json"}
+    async with (
+        alerter_rig(kafka, tmp_path) as rig,
+        httpx.AsyncClient(base_url=rig.alerter.url, timeout=30) as http,
+    ):
+        # 150 MB declared, 64 KB sent: the answers come from the headers alone.
+        for head, status in (
+            (b"", b" 401 "),
+            (f"Authorization: Bearer {ALERTER_TOKEN}\r\n".encode(), b" 413 "),
+        ):
+            host, port = rig.alerter.url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                b"POST /v1/silences HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + head
+                + b"Content-Length: 150000000\r\n\r\n"
+                + b"[" * 65536
+            )
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 10)
+            assert status in line, line
+            writer.close()
+        # Within the limit but invalid: the answer names fields, and never quotes the input.
+        filler = "x" * 500_000
+        body = b'{"matchers": {"team": "%s"}, "created_by": "a", "comment": "b"}' % filler.encode()
+        answer = await http.post("/v1/silences", content=body, headers=auth)
+        assert answer.status_code == 422
+        assert len(answer.content) < 10_000 and filler[:1000] not in answer.text
+        assert (await http.get("/healthz")).status_code == 200
