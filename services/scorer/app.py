@@ -62,7 +62,7 @@ from gapwatch.core.scoring import (
 from gapwatch.core.timebound import FROM_THE_FUTURE, beyond_reason
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.core.validation import EventRejected, Rejection, decode_event
-from gapwatch.core.windows import RollingWindows, SegmentKeyer
+from gapwatch.core.windows import SCALAR_FIGURES, RollingWindows, SegmentKeyer
 from gapwatch.kafka.batches import key_partition, send_batches
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record, excerpt
@@ -80,24 +80,8 @@ SEEN_GAPS_LIMIT = 200_000
 RESTORE_YIELD_EVERY = 5000
 RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
-WINDOW_FIGURES = (
-    "attainment",
-    "met",
-    "breached",
-    "delivered_late",
-    "at_risk",
-    "gap_p50",
-    "gap_p90",
-    "gap_p99",
-    "promised_p50",
-    "promised_p90",
-    "delivered_p50",
-    "delivered_p90",
-    "csat_mean",
-    "csat_count",
-    "nps",
-    "nps_count",
-)
+WINDOW_FIGURES = tuple(name for name in SCALAR_FIGURES if name != "cancelled")
+"""The window figures exported as gauges (cancellations are counted by the outcome counter)."""
 CSAT_BY_GAP_WINDOWS = ("24h", "7d")
 """Windows whose CSAT-by-gap-bucket figures become metrics (bounded: 2 x 6 buckets x 2 stats)."""
 

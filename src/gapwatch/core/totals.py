@@ -30,40 +30,30 @@ from gapwatch.core.promises import PromiseKind
 # The windows' own counting: the same count slots, bin codes and sketches, so the totals agree
 # with the live figures bin for bin. Private to windows.py, shared deliberately (read-only).
 from gapwatch.core.windows import (
-    _AT_RISK,
     _AT_RISK_DELTAS,
-    _BREACHED,
     _BREACHED_DELTAS,
-    _CANCELLED,
     _CANCELLED_DELTAS,
     _CSAT_GAP,
     _CSAT_N,
     _CSAT_SUM,
-    _DELIVERED_LATE,
     _DELIVERED_LATE_DELTAS,
     _EVENTS,
     _FTF_DELTAS,
-    _FTF_FIXED,
-    _FTF_N,
     _GAP_BUCKETS,
-    _MET,
     _MET_DELTAS,
     _NPS_DETRACTORS,
     _NPS_N,
     _NPS_PROMOTERS,
-    _SKETCH_DELIVERED,
-    _SKETCH_GAP,
-    _SKETCH_PROMISED,
     DEFAULT_ON_TIME_SHARE,
     CsatBucket,
     SegmentKey,
     SegmentKeyer,
     _codes,
     _Deltas,
-    _quantile,
-    _ratio,
     _Total,
+    figures_dict,
     gap_bucket,
+    total_figures,
 )
 
 __all__ = ["Period", "PeriodFigures", "Totals", "period_bounds", "period_name"]
@@ -134,29 +124,7 @@ class PeriodFigures:
             "segment": dict(self.segment),
             "promise_kind": None if self.promise_kind is None else self.promise_kind.value,
             "events": self.events,
-            "met": self.met,
-            "breached": self.breached,
-            "delivered_late": self.delivered_late,
-            "at_risk": self.at_risk,
-            "cancelled": self.cancelled,
-            "attainment": self.attainment,
-            "gap_p50": self.gap_p50,
-            "gap_p90": self.gap_p90,
-            "gap_p99": self.gap_p99,
-            "promised_p50": self.promised_p50,
-            "promised_p90": self.promised_p90,
-            "delivered_p50": self.delivered_p50,
-            "delivered_p90": self.delivered_p90,
-            "csat_mean": self.csat_mean,
-            "csat_count": self.csat_count,
-            "nps": self.nps,
-            "nps_count": self.nps_count,
-            "csat_by_gap_bucket": {
-                name: {"mean": b.mean, "count": b.count}
-                for name, b in self.csat_by_gap_bucket.items()
-            },
-            "ftf_rate": self.ftf_rate,
-            "ftf_count": self.ftf_count,
+            **figures_dict(self),
         }
 
 
@@ -358,43 +326,14 @@ class Totals:
 
     def _figures(self, key: _Key, total: _Total) -> PeriodFigures:
         start, segment, kind = key
-        c = total.counts
-        gap, promised, delivered = (
-            total.sketch(i) for i in (_SKETCH_GAP, _SKETCH_PROMISED, _SKETCH_DELIVERED)
-        )
         return PeriodFigures(
             period=None if start is None else period_name(start, self.period),
             start=start,
             end=None if start is None else self._ends[start],
             segment=dict(segment),
             promise_kind=kind,
-            events=c[_EVENTS],
-            met=c[_MET],
-            breached=c[_BREACHED],
-            delivered_late=c[_DELIVERED_LATE],
-            at_risk=c[_AT_RISK],
-            cancelled=c[_CANCELLED],
-            attainment=_ratio(c[_MET], c[_MET] + c[_BREACHED]),
-            gap_p50=_quantile(gap, 0.5),
-            gap_p90=_quantile(gap, 0.9),
-            gap_p99=_quantile(gap, 0.99),
-            promised_p50=_quantile(promised, 0.5),
-            promised_p90=_quantile(promised, 0.9),
-            delivered_p50=_quantile(delivered, 0.5),
-            delivered_p90=_quantile(delivered, 0.9),
-            csat_mean=_ratio(c[_CSAT_SUM], c[_CSAT_N]),
-            csat_count=c[_CSAT_N],
-            nps=_ratio(100 * (c[_NPS_PROMOTERS] - c[_NPS_DETRACTORS]), c[_NPS_N]),
-            nps_count=c[_NPS_N],
-            csat_by_gap_bucket={
-                b.value: CsatBucket(
-                    mean=_ratio(c[_CSAT_GAP + 2 * i], c[_CSAT_GAP + 2 * i + 1]),
-                    count=c[_CSAT_GAP + 2 * i + 1],
-                )
-                for i, b in enumerate(_GAP_BUCKETS)
-            },
-            ftf_rate=_ratio(c[_FTF_FIXED], c[_FTF_N]),
-            ftf_count=c[_FTF_N],
+            events=total.counts[_EVENTS],
+            **total_figures(total),
         )
 
 

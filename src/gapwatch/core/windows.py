@@ -565,31 +565,78 @@ class WindowFigures:
             "window": self.window,
             "window_seconds": self.window_seconds,
             "as_of": self.as_of.isoformat().replace("+00:00", "Z"),
-            "met": self.met,
-            "breached": self.breached,
-            "delivered_late": self.delivered_late,
-            "at_risk": self.at_risk,
-            "cancelled": self.cancelled,
-            "attainment": self.attainment,
-            "gap_p50": self.gap_p50,
-            "gap_p90": self.gap_p90,
-            "gap_p99": self.gap_p99,
-            "promised_p50": self.promised_p50,
-            "promised_p90": self.promised_p90,
-            "delivered_p50": self.delivered_p50,
-            "delivered_p90": self.delivered_p90,
-            "csat_mean": self.csat_mean,
-            "csat_count": self.csat_count,
-            "nps": self.nps,
-            "nps_count": self.nps_count,
-            "csat_by_gap_bucket": {
-                name: {"mean": b.mean, "count": b.count}
-                for name, b in self.csat_by_gap_bucket.items()
-            },
-            "ftf_rate": self.ftf_rate,
-            "ftf_count": self.ftf_count,
+            **figures_dict(self),
             "latest_breached": list(self.latest_breached),
         }
+
+
+SCALAR_FIGURES = (
+    "met",
+    "breached",
+    "delivered_late",
+    "at_risk",
+    "cancelled",
+    "attainment",
+    "gap_p50",
+    "gap_p90",
+    "gap_p99",
+    "promised_p50",
+    "promised_p90",
+    "delivered_p50",
+    "delivered_p90",
+    "csat_mean",
+    "csat_count",
+    "nps",
+    "nps_count",
+)
+
+
+def figures_dict(figures: Any) -> dict[str, Any]:
+    """The figures of a `WindowFigures` (or a replay's `PeriodFigures`), JSON-friendly."""
+    out = {name: getattr(figures, name) for name in SCALAR_FIGURES}
+    out["csat_by_gap_bucket"] = {
+        name: {"mean": b.mean, "count": b.count} for name, b in figures.csat_by_gap_bucket.items()
+    }
+    out["ftf_rate"] = figures.ftf_rate
+    out["ftf_count"] = figures.ftf_count
+    return out
+
+
+def total_figures(total: _Total) -> dict[str, Any]:
+    """The figures a total of counts and sketches gives, by `WindowFigures` field name: a
+    window's, or (`totals`) a whole history's or a period's."""
+    c = total.counts
+    gap, promised, delivered = (
+        total.sketch(i) for i in (_SKETCH_GAP, _SKETCH_PROMISED, _SKETCH_DELIVERED)
+    )
+    return dict(
+        met=c[_MET],
+        breached=c[_BREACHED],
+        delivered_late=c[_DELIVERED_LATE],
+        at_risk=c[_AT_RISK],
+        cancelled=c[_CANCELLED],
+        attainment=_ratio(c[_MET], c[_MET] + c[_BREACHED]),
+        gap_p50=_quantile(gap, 0.5),
+        gap_p90=_quantile(gap, 0.9),
+        gap_p99=_quantile(gap, 0.99),
+        promised_p50=_quantile(promised, 0.5),
+        promised_p90=_quantile(promised, 0.9),
+        delivered_p50=_quantile(delivered, 0.5),
+        delivered_p90=_quantile(delivered, 0.9),
+        csat_mean=_ratio(c[_CSAT_SUM], c[_CSAT_N]),
+        csat_count=c[_CSAT_N],
+        nps=_ratio(100 * (c[_NPS_PROMOTERS] - c[_NPS_DETRACTORS]), c[_NPS_N]),
+        nps_count=c[_NPS_N],
+        csat_by_gap_bucket={
+            b.value: CsatBucket(
+                mean=_ratio(c[_CSAT_GAP + 2 * i], c[_CSAT_GAP + 2 * i + 1]),
+                count=c[_CSAT_GAP + 2 * i + 1],
+            )
+            for i, b in enumerate(_GAP_BUCKETS)
+        },
+        ftf_rate=_ratio(c[_FTF_FIXED], c[_FTF_N]),
+        ftf_count=c[_FTF_N],
+    )
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -885,8 +932,6 @@ class RollingWindows:
         as_of: datetime,
     ) -> WindowFigures:
         total = series.totals[w]
-        c = total.counts
-        gap, promised, delivered = (total.sketch(i) for i in range(3))
         first_live = self._current[w] - _N_BUCKETS[w] + 1
         width = _BUCKET_US[w]
         latest = tuple(
@@ -899,32 +944,7 @@ class RollingWindows:
             window=spec.name,
             window_seconds=spec.seconds,
             as_of=as_of,
-            met=c[_MET],
-            breached=c[_BREACHED],
-            delivered_late=c[_DELIVERED_LATE],
-            at_risk=c[_AT_RISK],
-            cancelled=c[_CANCELLED],
-            attainment=_ratio(c[_MET], c[_MET] + c[_BREACHED]),
-            gap_p50=_quantile(gap, 0.5),
-            gap_p90=_quantile(gap, 0.9),
-            gap_p99=_quantile(gap, 0.99),
-            promised_p50=_quantile(promised, 0.5),
-            promised_p90=_quantile(promised, 0.9),
-            delivered_p50=_quantile(delivered, 0.5),
-            delivered_p90=_quantile(delivered, 0.9),
-            csat_mean=_ratio(c[_CSAT_SUM], c[_CSAT_N]),
-            csat_count=c[_CSAT_N],
-            nps=_ratio(100 * (c[_NPS_PROMOTERS] - c[_NPS_DETRACTORS]), c[_NPS_N]),
-            nps_count=c[_NPS_N],
-            csat_by_gap_bucket={
-                b.value: CsatBucket(
-                    mean=_ratio(c[_CSAT_GAP + 2 * i], c[_CSAT_GAP + 2 * i + 1]),
-                    count=c[_CSAT_GAP + 2 * i + 1],
-                )
-                for i, b in enumerate(_GAP_BUCKETS)
-            },
-            ftf_rate=_ratio(c[_FTF_FIXED], c[_FTF_N]),
-            ftf_count=c[_FTF_N],
+            **total_figures(total),
             latest_breached=latest,
         )
 
