@@ -3,7 +3,7 @@
 One `Scoring` instance owns a set of items (the scorer runs one per partition set; replay runs one
 over a whole file). It is pure and single-threaded; the services feed it events and clock ticks.
 
-Time rule (the README has it too):
+Time rule (docs/scoring.md has it too):
 
 - Each input stream (tickets, jobs, feedback) has a *watermark*: the largest event time seen on
   it. An event more than `grace_seconds` behind its stream's watermark is refused (`LateEvent`,

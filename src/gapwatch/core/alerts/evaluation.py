@@ -9,7 +9,7 @@ than the scorer's segment labels, e.g. team over team, region and priority):
 - counts add exactly: met, breached, overdue, CSAT (a count-weighted mean);
 - quantiles cannot be added, so a divergence rule looks at each segment with at least
   `min_events` outcomes in its window and takes the worst: the group diverges when any of its
-  segments does (the figures name that segment). Conservative, and documented in the README.
+  segments does (the figures name that segment). Conservative, and documented in docs/alerting.md.
 
 A record older than `stale_after` seconds (the scorer stopped publishing it) does not count; a
 group with nothing fresh, or no outcomes at all in the window, has no data.
