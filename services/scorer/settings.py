@@ -41,7 +41,11 @@ class ScorerSettings(KafkaSettings, TimeBoundSettings):
         default="team,region,priority", description="Comma-separated labels that form a segment."
     )
     scorer_segment_cap: int = Field(
-        default=500, ge=1, le=100_000, description="Most segments; the rest count as `other`."
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Most segments per worker; the rest count as `other`. Each segment costs up"
+        " to ~920 series on /metrics (bench/series.py): 100 segments ~92k series, ~12 MB.",
     )
     scorer_grace_seconds: float = Field(
         default=3600.0, ge=0, description="How late an event may be before it is dead-lettered."

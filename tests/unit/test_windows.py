@@ -154,10 +154,21 @@ def test_segment_cap_sends_new_segments_to_other_and_keeps_admitted_ones() -> No
     assert keyer.admitted == (a, b)
 
 
-def test_a_literal_other_segment_takes_no_slot() -> None:
-    keyer = SegmentKeyer(["team"], cap=1)
-    assert keyer.key({"team": "other"}) == keyer.other
-    assert keyer.key({"team": "a"}) == (("team", "a"),)
+def test_a_team_named_other_is_its_own_segment_never_the_overflow() -> None:
+    keyer = SegmentKeyer(["team", "region"], cap=3)
+    literal = keyer.key({"team": "other", "region": "other"})
+    assert literal == (("team", "other_"), ("region", "other_")) != keyer.other
+    assert keyer.key({"team": "none"}) == (("team", "none_"), ("region", "none"))
+    assert keyer.key({"team": "other_", "region": "x"}) == (("team", "other__"), ("region", "x"))
+    assert keyer.key({"team": "overflowing"}) == keyer.other
+    restored = SegmentKeyer.from_dict(json.loads(json.dumps(keyer.to_dict())))
+    assert restored.key({"team": "other", "region": "other"}) == literal
+    assert set(restored.admitted) == set(keyer.admitted)
+
+
+@pytest.mark.parametrize("value", ["others", "_other", "nones", "Other", "other_x", "no_ne"])
+def test_values_that_only_resemble_the_reserved_words_stay_as_they_are(value: str) -> None:
+    assert SegmentKeyer(["team"], cap=1).key({"team": value}) == (("team", value),)
 
 
 def test_segment_keyer_round_trips_and_carries_on() -> None:

@@ -87,7 +87,7 @@ def observe_gap(windows: RollingWindows, gap: GapData) -> None:
 class ScoringConfig:
     clock: ClockConfig
     segment_labels: tuple[str, ...] = DEFAULT_SEGMENT_LABELS
-    segment_cap: int = 500
+    segment_cap: int = 100
     grace_seconds: float = 3600.0
     closed_retention_seconds: float = 14 * 24 * 3600.0
     on_time_share: float = DEFAULT_ON_TIME_SHARE

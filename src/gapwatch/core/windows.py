@@ -12,7 +12,9 @@ Series and segments
   labels in order, a missing label reads "none"; after `cap` distinct segments every new one
   falls into the `other` segment (every label "other"). Admitted segments stay admitted (the
   keyer is part of the checkpoint); with the cap reached, which segments got in depends on the
-  order they arrived in.
+  order they arrived in. The words "none" and "other" are the keyer's own: a label whose value
+  is literally `other` or `none` (or one of those followed by underscores) gets one more `_`
+  (`other` -> `other_`), so a team named "other" is its own segment, never the overflow.
 - Job completions (first-time fix) belong to the job, not to a promise: their series has promise
   kind `None`, and its figures carry only `ftf_rate` / `ftf_count`.
 
@@ -75,6 +77,7 @@ total's bins instead of merging up to 96 buckets.
 
 from __future__ import annotations
 
+import re
 from array import array
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
@@ -114,6 +117,7 @@ SegmentKey = tuple[tuple[str, str], ...]
 
 NONE_VALUE: Final = "none"
 OTHER_VALUE: Final = "other"
+_RESERVED_VALUE = re.compile(r"(?:none|other)_*")
 RELATIVE_ACCURACY: Final = 0.01
 LATEST_BREACHED_LIMIT: Final = 20
 STATE_VERSION: Final = 1
@@ -240,9 +244,10 @@ class SegmentKeyer:
         self._cap = cap
         self._other_values: tuple[str, ...] = (OTHER_VALUE,) * len(self._labels)
         self._other: SegmentKey = tuple(zip(self._labels, self._other_values, strict=True))
-        # values -> key: every event of a segment gets the same key object, and lookups need only
-        # the values tuple.
-        self._admitted: dict[tuple[str, ...], SegmentKey] = {}
+        # label values as they came -> key: every event of a segment gets the same key object, and
+        # lookups need only the values tuple. Keys hold the values escaped (`_segment_value`).
+        # A missing label is None here and "none" in the key.
+        self._admitted: dict[tuple[str | None, ...], SegmentKey] = {}
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -262,13 +267,16 @@ class SegmentKeyer:
         return tuple(self._admitted.values())
 
     def key(self, segment: Mapping[str, str]) -> SegmentKey:
-        values = tuple([segment.get(label, NONE_VALUE) for label in self._labels])
+        values = tuple([segment.get(label) for label in self._labels])
         key = self._admitted.get(values)
         if key is not None:
             return key
-        if values == self._other_values or len(self._admitted) >= self._cap:
+        if len(self._admitted) >= self._cap:
             return self._other
-        key = tuple(zip(self._labels, values, strict=True))
+        return self._admit(values)
+
+    def _admit(self, values: tuple[str | None, ...]) -> SegmentKey:
+        key = tuple(zip(self._labels, map(_segment_value, values), strict=True))
         self._admitted[values] = key
         return key
 
@@ -276,8 +284,9 @@ class SegmentKeyer:
         return {
             "labels": list(self._labels),
             "cap": self._cap,
-            # Sorted: the admitted set, not the order it filled in, decides future keys.
-            "admitted": sorted(list(values) for values in self._admitted),
+            # Sorted: the admitted set, not the order it filled in, decides future keys. The
+            # values as keys show them, so older checkpoints (which wrote "none") read the same.
+            "admitted": sorted([value for _, value in key] for key in self._admitted.values()),
         }
 
     @classmethod
@@ -287,10 +296,26 @@ class SegmentKeyer:
             for values in data["admitted"]:
                 if len(values) != len(keyer._labels):
                     raise WindowStateError("bad_state", f"segment {values!r} does not fit labels")
-                keyer._admitted[tuple(values)] = tuple(zip(keyer._labels, values, strict=True))
+                keyer._admit(tuple(map(_label_value, values)))
         except (KeyError, TypeError) as exc:
             raise WindowStateError("bad_state", f"segment keyer state: {exc!r}") from exc
         return keyer
+
+
+def _segment_value(value: str | None) -> str:
+    """A label value as a segment shows it: a missing label reads `none`, and the keyer's own
+    words (`none`, `other`) get one more `_` when a label carries them literally, so they never
+    merge with a missing label or the overflow segment. One-to-one: `other` -> `other_`,
+    `other_` -> `other__`; `_label_value` undoes it."""
+    if value is None:
+        return NONE_VALUE
+    return value + "_" if _RESERVED_VALUE.fullmatch(value) else value
+
+
+def _label_value(shown: str) -> str | None:
+    if shown == NONE_VALUE:
+        return None
+    return shown[:-1] if shown[-1:] == "_" and _RESERVED_VALUE.fullmatch(shown) else shown
 
 
 # --- buckets ----------------------------------------------------------------------------------
