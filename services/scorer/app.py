@@ -333,6 +333,9 @@ class ScorerService:
             if scoring.before_opened:
                 self.metrics.before_opening.inc(scoring.before_opened)
                 scoring.before_opened = 0
+            if scoring.unknown_policies:
+                self.metrics.unknown_policies.inc(scoring.unknown_policies)
+                scoring.unknown_policies = 0
         await self.produce(records)
         now = time.time()
         await self.save(

@@ -158,6 +158,12 @@ class ScorerMetrics:
             "Item events stamped before their item's opening: they took effect at the opening.",
             registry=registry,
         )
+        self.unknown_policies = Counter(
+            "gapwatch_scorer_unknown_sla_policy_total",
+            "Openings naming an sla_policy the configuration lacks: their policy was chosen by "
+            "label matching instead (a typo, or a policy not deployed yet).",
+            registry=registry,
+        )
         self.stage_restarts = Counter(
             "gapwatch_scorer_stage_restarts_total",
             "Restarts of a stage's reader after an unexpected error, by stage and error type.",

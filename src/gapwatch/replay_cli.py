@@ -146,6 +146,7 @@ def run_replay(args: argparse.Namespace) -> int:
         "final": scoring.snapshot(as_of).as_dict(),
         "feedback": {"waiting": scoring.feedback_waiting(), "unjoined": dict(scoring.unjoined)},
         "before_opened": scoring.before_opened,
+        "unknown_sla_policy": scoring.unknown_policies,
         "rejected": {
             "lines": rejected_total,
             "by_reason": dict(rejected.most_common()),

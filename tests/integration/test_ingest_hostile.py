@@ -317,6 +317,24 @@ async def test_labels_that_look_alike_are_precise_422s(
     assert await end_offsets(kafka) == 0
 
 
+async def test_two_promises_of_one_kind_are_a_precise_422(
+    service: IngestProcess, kafka: KafkaSettings
+):
+    """Issue 27: the second promise of a kind silently replaced the first."""
+    due = EXAMPLES["gapwatch.ticket.opened.v1"]["data"]["opened_at"][:11] + "23:00:00Z"
+    promises = [
+        {"kind": "first_response", "due_at": due},
+        {"kind": "resolution", "due_at": due},
+        {"kind": "first_response", "due_at": due},
+    ]
+    answer = post(port_of(service), orjson.dumps(event(promises=promises)))
+    assert answer.status == 422, answer
+    assert [(e["path"], e["code"]) for e in answer.problem()["errors"]] == [
+        ("data.promises[2].kind", "duplicate_promise_kind")
+    ]
+    assert await end_offsets(kafka) == 0
+
+
 # --- encodings ---------------------------------------------------------------------------------
 
 

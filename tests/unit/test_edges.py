@@ -105,6 +105,41 @@ def test_a_promise_due_before_its_opening_is_refused_at_validation():
     ]
 
 
+def test_two_promises_of_one_kind_in_one_opening_are_refused_naming_the_repeat():
+    """Issue 27: one of them was silently dropped."""
+    doc = opened()
+    doc["data"]["promises"] *= 3
+    with pytest.raises(EventRejected) as caught:
+        validate_event(doc)
+    assert caught.value.rejection.value == "schema_invalid"
+    assert [(e.path, e.code) for e in caught.value.errors] == [
+        ("data.promises[1].kind", "duplicate_promise_kind"),
+        ("data.promises[2].kind", "duplicate_promise_kind"),
+    ]
+    assert "data.promises[0]" in caught.value.errors[0].reason
+
+
+def test_an_unknown_sla_policy_falls_back_to_matching_and_is_counted(config: ScoringConfig):
+    """Issue 27: a named policy the configuration lacks fell back to label matching unseen."""
+    scoring = Scoring(config)
+    known = opened()
+    known["data"]["sla_policy"] = "gold-support"
+    scoring.process(validate_event(known))
+    assert scoring.unknown_policies == 0
+    typo = opened()
+    typo.update(id="open-F", subject="F-1")
+    typo["data"].update(ticket_id="F-1", sla_policy="gold-suport")
+    scoring.process(validate_event(typo))
+    assert scoring.unknown_policies == 1
+    # Label matching chose the policy: the same one an opening naming none gets.
+    plain = opened()
+    plain.update(id="open-G", subject="G-1")
+    plain["data"].update(ticket_id="G-1")
+    scoring.process(validate_event(plain))
+    assert scoring.items["F-1"]._state.policy is scoring.items["G-1"]._state.policy is not None
+    assert scoring.unknown_policies == 1
+
+
 def feedback(item: str, at: datetime, n: int) -> dict[str, Any]:
     doc = copy.deepcopy(EXAMPLES["gapwatch.feedback.submitted.v1"])
     doc.update(id=f"fb-{item}-{n}", subject=item, time=at.isoformat())

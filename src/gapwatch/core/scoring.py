@@ -156,6 +156,8 @@ class Scoring:
     clamped: int = 0
     # Item events stamped before their item's opening, which took effect at the opening.
     before_opened: int = 0
+    # Openings naming an `sla_policy` the configuration lacks: label matching chose instead.
+    unknown_policies: int = 0
     # Items with feedback waiting to join, with the time its oldest was submitted.
     waiting: dict[str, datetime] = field(default_factory=dict)
     # Feedback dropped unjoined after the hold, by reason (`sweep_feedback`).
@@ -183,6 +185,10 @@ class Scoring:
             clock = self.items[event.subject] = ItemClock(event.subject, self.config.clock)
         item_event = stream is not Stream.FEEDBACK
         early = clock.before_opening() if item_event else 0
+        named = getattr(event.data, "sla_policy", None)
+        # `resolved` holds every configured policy by name.
+        if named is not None and named not in self.config.clock.resolved:
+            self.unknown_policies += 1
         try:
             out = clock.apply(event)
         except CalendarError as exc:

@@ -140,8 +140,8 @@ def after_schema(
     event: AnyInputEvent, not_after: datetime | None, index: int = 0
 ) -> EventRejected | None:
     """What refuses a schema-valid event: with `not_after`, an own time after it
-    (`from_the_future`); promised times beyond the horizon, or an opening's promise due before
-    the opening (`schema_invalid`). None if it is fine."""
+    (`from_the_future`); promised times beyond the horizon, an opening's promise due before
+    the opening, or two promises of one kind (`schema_invalid`). None if it is fine."""
     if not_after is not None:  # first: an event from the future is that before all else
         errors = future_errors(event, not_after, index)
         if errors:
@@ -172,9 +172,31 @@ def after_schema(
                     "promise cannot fall due before its own opening",
                 )
             )
+    if isinstance(data, TicketOpened) and len(data.promises) > 1:
+        wrong.extend(_repeated_kinds(data, index))
     if wrong:
         return EventRejected(Rejection.SCHEMA_INVALID, wrong)
     return None
+
+
+def _repeated_kinds(data: TicketOpened, index: int) -> list[FieldError]:
+    """An item holds one promise of each kind: a second one of a kind would silently replace
+    the first, so the event is refused instead, naming the repeat."""
+    first: dict[str, int] = {}
+    wrong = []
+    for position, promise in enumerate(data.promises):
+        seen = first.setdefault(promise.kind, position)
+        if seen != position:
+            wrong.append(
+                FieldError(
+                    index,
+                    f"data.promises[{position}].kind",
+                    "duplicate_promise_kind",
+                    f"{promise.kind.value!r} is already promised at data.promises[{seen}]; an "
+                    "item holds one promise of each kind",
+                )
+            )
+    return wrong
 
 
 def future_errors(event: AnyInputEvent, not_after: datetime, index: int = 0) -> list[FieldError]:
