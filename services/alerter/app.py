@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
 
 import httpx
@@ -22,16 +23,19 @@ from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import gapwatch
 from gapwatch.core.alerts.lifecycle import Alert, AlertState
 from gapwatch.core.alerts.rules import AlertsConfig
 from gapwatch.core.fields import Timestamp
 from gapwatch.kafka.clients import admin_client, reliable_producer
+from gapwatch.problems import PROBLEM_TYPE
 from gapwatch_alerter.body_guard import BodyGuard
 from gapwatch_alerter.dispatcher import AlertmanagerResender, Dispatcher
 from gapwatch_alerter.engine import Engine
 from gapwatch_alerter.metrics import AlerterMetrics
+from gapwatch_alerter.openapi import problem_openapi
 from gapwatch_alerter.promise_store import PromiseStore
 from gapwatch_alerter.promise_view import PromiseView
 from gapwatch_alerter.promises_api import promises_router
@@ -199,7 +203,19 @@ def create_app(
             "detail": f"{len(exc.errors())} invalid fields",
             "errors": errors,
         }
-        return Response(orjson.dumps(body), 422, media_type="application/problem+json")
+        return Response(orjson.dumps(body), 422, media_type=PROBLEM_TYPE)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(_: Request, exc: StarletteHTTPException) -> Response:
+        body = {
+            "type": "about:blank",
+            "title": HTTPStatus(exc.status_code).phrase,
+            "status": exc.status_code,
+            "detail": str(exc.detail)[:500],
+        }
+        return Response(orjson.dumps(body), exc.status_code, exc.headers, PROBLEM_TYPE)
+
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
 
     def promises() -> PromiseStore:
         found = holder.get("promises")

@@ -7,43 +7,21 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from gapwatch.core.catalog import INPUT_EVENT_MODELS
+from gapwatch.problems import problem_response, problem_schema
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "RFC 9457 problem details; `errors` lists every bad field of every event.",
-    "required": ["title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "path", "code", "reason"],
-                "properties": {
-                    "index": {
-                        "type": "integer",
-                        "description": "Position in the batch (0 for one event).",
-                    },
-                    "path": {"type": "string", "description": "Field path, e.g. data.window.end."},
-                    "code": {"type": "string", "description": "Machine-readable error code."},
-                    "reason": {"type": "string"},
-                },
-            },
+PROBLEM_SCHEMA = problem_schema(
+    "RFC 9457 problem details; `errors` lists every bad field of every event.",
+    {
+        "type": "object",
+        "required": ["index", "path", "code", "reason"],
+        "properties": {
+            "index": {"type": "integer", "description": "Position in the batch (0 for one event)."},
+            "path": {"type": "string", "description": "Field path, e.g. data.window.end."},
+            "code": {"type": "string", "description": "Machine-readable error code."},
+            "reason": {"type": "string"},
         },
     },
-}
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
-    }
+)
 
 
 def event_components() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -104,12 +82,14 @@ def add_ingest_paths(spec: dict[str, Any], max_batch_events: int) -> dict[str, A
             "description": "Every event of the request is acknowledged by Kafka.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
         },
-        "400": _problem("The body is not JSON (or not UTF-8)."),
-        "401": _problem("Missing or wrong bearer token."),
-        "408": _problem("The body did not arrive within the body deadline."),
-        "413": _problem("The body or the batch is over its limit."),
-        "415": _problem("Unsupported content type."),
-        "422": _problem("Events failed validation; nothing of the batch was produced."),
-        "503": _problem("Kafka did not acknowledge in time; retry after Retry-After seconds."),
+        "400": problem_response("The body is not JSON (or not UTF-8)."),
+        "401": problem_response("Missing or wrong bearer token."),
+        "408": problem_response("The body did not arrive within the body deadline."),
+        "413": problem_response("The body or the batch is over its limit."),
+        "415": problem_response("Unsupported content type."),
+        "422": problem_response("Events failed validation; nothing of the batch was produced."),
+        "503": problem_response(
+            "Kafka did not acknowledge in time; retry after Retry-After seconds."
+        ),
     }
     return spec

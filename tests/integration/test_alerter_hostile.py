@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import httpx
@@ -89,3 +92,37 @@ async def test_writes_are_authenticated_before_their_body_and_bodies_are_bounded
         assert answer.status_code == 422
         assert len(answer.content) < 10_000 and filler[:1000] not in answer.text
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_schemathesis_finds_no_server_error(kafka: KafkaSettings, tmp_path: Path):
+    """Issue 27 #5: every route of the alerter's OpenAPI, fuzzed, answers without a 5xx."""
+    binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert binary, "schemathesis is a dev dependency"
+    async with alerter_rig(kafka, tmp_path) as rig:
+        run = await asyncio.create_subprocess_exec(
+            binary,
+            "run",
+            rig.alerter.url + "/openapi.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,"
+            "response_schema_conformance",
+            "-H",
+            f"Authorization: Bearer {ALERTER_TOKEN}",
+            "--max-examples",
+            os.environ.get("GAPWATCH_FUZZ_EXAMPLES", "60"),
+            "--seed",
+            "20261205",
+            "--request-timeout",
+            "30",
+            "--report-dir",
+            str(tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        output, _ = await asyncio.wait_for(run.communicate(), timeout=900)
+        text = output.decode(errors="replace")
+        (tmp_path / "schemathesis.txt").write_text(text)
+        assert run.returncode == 0, text[-8000:]
+        assert rig.alerter.process.poll() is None
+        assert "Traceback" not in rig.alerter.log()
