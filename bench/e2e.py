@@ -19,8 +19,10 @@ PostgreSQL schema (both removed afterwards) and fresh scorer state, in one run:
      (met, delivered_late, cancelled: caused_by = the input event id; Kafka timestamp of the gap
      event minus the wall time the 202 came back), the latency from a breach to the alert that
      names it (Kafka timestamp of the firing transition on gapwatch.alerts.v1 minus that of the
-     newest breach gap event among its `latest_breached`), and CPU % (of one core) and peak RSS
-     per process tree from /proc;
+     newest breach gap event among its `latest_breached`), the promises view's lag behind the
+     scorer (the alerter's `gapwatch_alerter_promise_view_lag_seconds`: a promise-state record's
+     append to its commit in the view, as histogram buckets), and CPU % (of one core) and peak
+     RSS per process tree from /proc;
   4. the sustained rate (the highest step that did not break) beside the raw rates, and ratios.
 
 A step breaks when ingest accepted < 90 % of the target rate, the HTTP p99 exceeds
@@ -89,6 +91,9 @@ GAP_TYPE = re.compile(rb'"type":\s*"gapwatch\.gap\.([a-z_]+)\.v1"')
 CAUSED_BY = re.compile(rb'"caused_by":\s*"sim-\d+-(\d+)"')
 ITEM_ID = re.compile(rb'"item_id":\s*"([^"]+)"')
 METRIC = r"^{}(?:\{{[^}}]*\}})? (\S+)$"
+VIEW_LAG_BUCKET = re.compile(
+    r'^gapwatch_alerter_promise_view_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M
+)
 
 
 # --- the driver: a separate process that turns the simulator into HTTP load -------------------
@@ -328,6 +333,7 @@ class Observer:
 
     settings: KafkaSettings
     scorer_urls: list[str]
+    alerter_url: str
     sampler: ProcessSampler
     direct: list[tuple[int, int]] = field(default_factory=list)  # (simulator seq, gap ms)
     breached_at: dict[bytes, int] = field(default_factory=dict)  # item id -> first breach ms
@@ -448,6 +454,11 @@ class Observer:
             total += sum(float(v) for v in re.findall(METRIC.format(name), text, re.M))
         return total
 
+    async def view_lag_buckets(self) -> dict[float, float]:
+        """The alerter's promise-view lag histogram: cumulative count by upper bound (s)."""
+        text = (await self.http.get(self.alerter_url + "/metrics")).text
+        return {float(bound): float(count) for bound, count in VIEW_LAG_BUCKET.findall(text)}
+
     async def counters(self) -> dict[str, float]:
         return {
             "at": time.monotonic(),
@@ -477,6 +488,8 @@ class Step:
     settle_seconds: float
     gap_ms: list[float]
     alerts: list[tuple[dict[str, Any], float | None]]
+    view_lag_before: dict[float, float]
+    view_lag_after: dict[float, float]
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -512,6 +525,20 @@ class Step:
         if not self.gap_ms:
             return "n/a"
         return seconds(pct(self.gap_ms, q) / 1000)
+
+    def view_lag(self, q: float) -> str:
+        """A percentile of the promises view's lag behind the scorer over the step and its
+        settling, as the histogram bucket holding it ("<= 500 ms"), from the alerter's own
+        histogram."""
+        before, after = self.view_lag_before, self.view_lag_after
+        counts = sorted((bound, n - before.get(bound, 0.0)) for bound, n in after.items())
+        total = counts[-1][1] if counts else 0.0
+        if not total:
+            return "n/a"
+        for bound, n in counts:
+            if n >= q * total:
+                return "> 300 s" if math.isinf(bound) else f"<= {seconds(bound)}"
+        return "n/a"
 
     def judge(self, args: argparse.Namespace) -> None:
         if self.achieved < 0.9 * self.target:
@@ -661,7 +688,7 @@ class Bench:
             assert driver.pid is not None
             # The services are this process's children: count the bench's two processes alone.
             self.sampler.watch("bench", os.getpid(), driver.pid, tree=False)
-            observer = Observer(self.live, [s.url for s in scorers], self.sampler)
+            observer = Observer(self.live, [s.url for s in scorers], alerter.url, self.sampler)
             await observer.start()
             for index, target in enumerate(args.steps):
                 step = await self.step(index, target, conn, observer, services)
@@ -697,6 +724,7 @@ class Bench:
         args = self.args
         team = TICKET_TEAMS[index % len(TICKET_TEAMS)]
         before = await observer.counters()
+        view_before = await observer.view_lag_buckets()
         conn.send((target, args.step_seconds, team))
         load = await asyncio.to_thread(conn.recv)
         after = await observer.counters()
@@ -714,6 +742,8 @@ class Bench:
                 break
             await asyncio.sleep(1)
         self.match_gaps(observer)
+        # After settling: the records of the step's last seconds count in its view lag too.
+        view_after = await observer.view_lag_buckets()
         during = [(t, n) for t, n in observer.lags if before["at"] <= t <= after["at"]]
         middle = (before["at"] + after["at"]) / 2
         mid_lag = min(during, key=lambda s: abs(s[0] - middle))[1] if during else after["lag"]
@@ -745,6 +775,8 @@ class Bench:
             settle_seconds=time.monotonic() - settle_start,
             gap_ms=sorted(self.gap_ms.pop(index, [])),
             alerts=alerts,
+            view_lag_before=view_before,
+            view_lag_after=view_after,
         )
         step.judge(args)
         return step
@@ -782,6 +814,10 @@ class Bench:
             f"  latency   HTTP 202 -> gap event p50 {step.gap_p(0.5)}, p99 {step.gap_p(0.99)} "
             f"({len(step.gap_ms):,} samples){unread}"
         )
+        print(
+            f"  view      promise states, scorer append -> alerter view commit: p50 "
+            f"{step.view_lag(0.5)}, p99 {step.view_lag(0.99)}"
+        )
         if not step.alerts:
             print("  alerts    none fired")
         for data, latency in step.alerts:
@@ -807,7 +843,7 @@ class Bench:
         print("\nsummary")
         print(
             f"  {'target/s':>9} {'accepted/s':>10} {'consumed/s':>10} {'gaps/s':>8} "
-            f"{'lag end':>8} {'HTTP p99':>9} {'gap p50':>9} {'gap p99':>9} "
+            f"{'lag end':>8} {'HTTP p99':>9} {'gap p50':>9} {'gap p99':>9} {'view p99':>10} "
             f"{'ingest':>6} {'scorer':>6} {'alerter':>7}  verdict"
         )
         for s in steps:
@@ -815,7 +851,8 @@ class Bench:
             print(
                 f"  {s.target:9,.0f} {s.achieved:10,.0f} {s.consumed:10,.0f} {s.gaps:8,.0f} "
                 f"{s.after['lag']:8,.0f} {s.http_p(0.99):7,.0f}ms {s.gap_p(0.5):>9} "
-                f"{s.gap_p(0.99):>9} {cpu.get('ingest', '-'):>6} {cpu.get('scorer', '-'):>6} "
+                f"{s.gap_p(0.99):>9} {s.view_lag(0.99):>10} {cpu.get('ingest', '-'):>6} "
+                f"{cpu.get('scorer', '-'):>6} "
                 f"{cpu.get('alerter', '-'):>7}  {'BROKE' if s.broken else 'held'}"
             )
         alert_latency = sorted(

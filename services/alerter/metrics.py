@@ -86,3 +86,10 @@ class AlerterMetrics:
             "Promise-state records applied to the promises view (tombstones included).",
             registry=registry,
         )
+        self.promise_view_lag = Histogram(
+            "gapwatch_alerter_promise_view_lag_seconds",
+            "From a promise-state record's append to Kafka (by the scorer) until the promises "
+            "view committed it: how far GET /v1/promises trails the scorer.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )

@@ -80,8 +80,10 @@ class PromiseView:
                 batch = await reader.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
                 changes: list[PromiseChange] = []
                 letters: list[tuple[bytes, bytes]] = []
+                appended: list[int] = []  # Kafka timestamps, ms
                 for tp, records in batch.items():
                     for record in records:
+                        appended.append(record.timestamp)
                         change = self._change(record.key, record.value)
                         if isinstance(change, PromiseChange):
                             changes.append(change)
@@ -109,6 +111,9 @@ class PromiseView:
                         changes, {(self.topic, p): o for p, o in positions.items()}
                     )
                     self.metrics.promise_records.inc(len(changes))
+                    committed_ms = time.time() * 1000
+                    for stamp in appended:
+                        self.metrics.promise_view_lag.observe((committed_ms - stamp) / 1000)
                 if not self.caught_up.is_set() and _at_end(reader, positions):
                     self.caught_up.set()
                 await self._tombstone_expired()

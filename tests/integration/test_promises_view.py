@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,6 +175,13 @@ async def test_a_page_names_its_overdue_items_and_the_view_survives_kill_9(
             states = [h["state"] for h in first["history"]]
             assert states[0] == "open" and states[-2:] == ["overdue", "closed"]
             assert httpx.get(f"{alerter.url}/v1/promises/PV-none", timeout=10).status_code == 404
+            # Every applied record's lag behind the scorer is measured (bench/e2e.py reads it).
+            scrape = httpx.get(f"{alerter.url}/metrics", timeout=10).text
+            lagged = re.search(
+                r"^gapwatch_alerter_promise_view_lag_seconds_count (\S+)$", scrape, re.M
+            )
+            applied = re.search(r"^gapwatch_alerter_promise_records_total (\S+)$", scrape, re.M)
+            assert lagged and applied and float(lagged[1]) >= float(applied[1]) > 0
 
             # kill -9, restart: the view is the one before, nothing lost.
             before = await eventually(lambda: view(alerter.url), 30, "the view")
