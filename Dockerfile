@@ -19,9 +19,18 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo PATH=/opt/cargo/bin:$PATH
+# The compiled engine (engine/: Rust + PyO3, built by maturin) needs a Rust toolchain in this
+# stage only; the runtime image gets the built module and no compiler.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends curl ca-certificates gcc libc6-dev \
+    && curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.85.0 \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/gapwatch
 WORKDIR /src
+COPY engine ./engine
+RUN /opt/gapwatch/bin/pip install ./engine
 # README.md is the package's long description (pyproject.toml `readme`), so the build needs it.
 COPY pyproject.toml README.md ./
 COPY src ./src

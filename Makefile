@@ -15,7 +15,7 @@ help:  ## list the commands
 
 # --- set-up ----------------------------------------------------------------------------------
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml engine/Cargo.toml engine/Cargo.lock engine/pyproject.toml $(wildcard engine/src/*.rs) engine/gapwatch_engine.pyi
 	@bash deploy/local/python.sh $(PYTHON) $(VENV)
 	@touch $(STAMP)
 

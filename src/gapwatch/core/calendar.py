@@ -26,6 +26,12 @@ Semantics, chosen so that promise clocks are well defined and monotonic:
   has *reached*: during the second pass of a repeated fall-back hour that is the end of the hour.
 - Searches look at most `SEARCH_HORIZON_DAYS` (about three years) ahead and raise
   `CalendarError` beyond that, so a calendar closed for a long stretch cannot loop forever.
+
+`BusinessCalendar` answers with the compiled engine (`gapwatch_engine.Calendar`, engine/src/
+calendar.rs); `ReferenceCalendar`, the Python implementation it was ported from, stays as the
+reference that differential tests hold the engine to (tests/unit/test_engine_parity.py). The
+engine takes instants as microseconds since the epoch and asks this module, year by year, for
+the closed dates (the `holidays` package stays Python).
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from itertools import pairwise
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import gapwatch_engine
 import holidays as holidays_lib
 from pydantic import (
     AfterValidator,
@@ -63,6 +70,7 @@ __all__ = [
     "CountryHolidays",
     "HolidaySpec",
     "PartialClosure",
+    "ReferenceCalendar",
     "clock_seconds",
 ]
 
@@ -367,8 +375,9 @@ def _as_utc(t: datetime, what: str = "t") -> datetime:
     return t.astimezone(UTC)
 
 
-class BusinessCalendar:
-    """Business-time arithmetic on one `CalendarSpec`; instants in, UTC instants out."""
+class ReferenceCalendar:
+    """Business-time arithmetic on one `CalendarSpec` in Python: the reference the compiled
+    `BusinessCalendar` is tested against. Instants in, UTC instants out."""
 
     def __init__(self, spec: CalendarSpec, *, cached_days: int = 4096) -> None:
         self.spec = spec
@@ -401,7 +410,7 @@ class BusinessCalendar:
         self._intervals_of_day = lru_cache(maxsize=cached_days)(self._compute_intervals_of_day)
 
     @classmethod
-    def always_open(cls, name: str = ALWAYS_OPEN) -> BusinessCalendar:
+    def always_open(cls, name: str = ALWAYS_OPEN) -> Self:
         """A 24x7 UTC calendar."""
         return cls(CalendarSpec.always_open(name))
 
@@ -410,7 +419,9 @@ class BusinessCalendar:
         return self.spec.name
 
     def __repr__(self) -> str:
-        return f"BusinessCalendar({self.spec.name!r} v{self.spec.version}, {self.spec.timezone})"
+        return (
+            f"{type(self).__name__}({self.spec.name!r} v{self.spec.version}, {self.spec.timezone})"
+        )
 
     # --- public questions -----------------------------------------------------------------
 
@@ -619,6 +630,86 @@ class BusinessCalendar:
             else:
                 out.append((open_, close))
         return tuple(out)
+
+
+class BusinessCalendar(ReferenceCalendar):
+    """Business-time arithmetic on one `CalendarSpec`, answered by the compiled engine; the
+    same answers as `ReferenceCalendar` (validation and the 24x7 fast path stay here)."""
+
+    def __init__(self, spec: CalendarSpec, *, cached_days: int = 4096) -> None:
+        super().__init__(spec, cached_days=cached_days)
+        self._engine = gapwatch_engine.Calendar(
+            spec.timezone,
+            [list(day) for day in self._weekly],
+            {day.toordinal(): list(spans) for day, spans in self._partial.items()},
+            self._closed_ordinals,
+        )
+
+    def _closed_ordinals(self, year: int) -> list[int]:
+        return [day.toordinal() for day in self._holidays_of_year(year)]
+
+    def is_open(self, t: datetime) -> bool:
+        return self._engine.is_open(_micros(_as_utc(t)))
+
+    def next_open(self, t: datetime) -> datetime:
+        t = _as_utc(t)
+        if self._seamless:
+            return t
+        return _instant(self._ask(t, self._engine.next_open, _micros(t)))
+
+    def add_business_seconds(self, start: datetime, seconds: float) -> datetime:
+        start = _as_utc(start, "start")
+        remaining = _duration(seconds)
+        if self._seamless and remaining < _SEAMLESS_LIMIT:
+            return start + remaining
+        return _instant(
+            self._ask(start, self._engine.add_business, _micros(start), remaining // _MICROSECOND)
+        )
+
+    def add_business_days(self, start: datetime, days: int) -> datetime:
+        start = _as_utc(start, "start")
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise CalendarError("invalid_days", f"days must be a non-negative int, got {days!r}")
+        if days >= 2**32:  # more than the horizon holds, and more than the engine takes
+            raise self._beyond_horizon(start)
+        return _instant(self._ask(start, self._engine.add_business_days, _micros(start), days))
+
+    def business_seconds_between(self, a: datetime, b: datetime) -> float:
+        a, b = _as_utc(a, "a"), _as_utc(b, "b")
+        if self._seamless:
+            return (b - a).total_seconds()
+        # int / int is correctly rounded, exactly as timedelta.total_seconds().
+        return self._ask(a, self._engine.business_between, _micros(a), _micros(b)) / 1_000_000
+
+    def open_intervals(self, a: datetime, b: datetime) -> Iterator[Interval]:
+        a, b = _as_utc(a, "a"), _as_utc(b, "b")
+        for open_, close in self._ask(a, self._engine.open_intervals, _micros(a), _micros(b)):
+            yield _instant(open_), _instant(close)
+
+    def intervals_on(self, day: date) -> tuple[Interval, ...]:
+        return tuple(
+            (_instant(open_), _instant(close))
+            for open_, close in self._engine.intervals_on(day.toordinal())
+        )
+
+    def _ask(self, t: datetime, question: Callable[..., _T], *args: int) -> _T:
+        try:
+            return question(*args)
+        except gapwatch_engine.BeyondHorizon:
+            raise self._beyond_horizon(t) from None
+
+
+_T = TypeVar("_T")
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(t: datetime) -> int:
+    """A UTC instant as microseconds since the epoch, what the engine takes."""
+    return (t - _EPOCH) // _MICROSECOND
+
+
+def _instant(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def _first_instant(lo: datetime, hi: datetime, reached: Callable[[datetime], bool]) -> datetime:
