@@ -60,7 +60,9 @@ SPECS: list[dict[str, Any]] = [
         # DST switched at midnight (until 2019), so days begin at 01:00 or hold 00:00 twice.
         "name": "sao-paulo",
         "timezone": "America/Sao_Paulo",
-        "hours": {d: [["00:00", "01:30"], ["08:00", "18:00"], ["23:00", "24:00"]] for d in WEEKDAYS},
+        "hours": {
+            d: [["00:00", "01:30"], ["08:00", "18:00"], ["23:00", "24:00"]] for d in WEEKDAYS
+        },
         "holidays": {"countries": [{"country": "BR"}]},
     },
     {
