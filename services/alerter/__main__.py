@@ -8,7 +8,7 @@ import sys
 import uvicorn
 
 from gapwatch.config import ConfigFileError, load_alerts
-from gapwatch.settings import SettingsError, load_settings
+from gapwatch.settings import SettingsError, answered, load_settings
 from gapwatch_alerter.app import create_app
 from gapwatch_alerter.receivers import ReceiverConfigError
 from gapwatch_alerter.settings import AlerterSettings
@@ -19,6 +19,8 @@ def main() -> None:
     # httpx logs each request's URL at INFO, and a Slack or webhook URL is itself a credential;
     # failed deliveries are logged by the dispatcher, with secrets redacted.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if answered(sys.argv[1:], AlerterSettings, "gapwatch-alerter", __doc__ or ""):
+        return
     try:
         settings = load_settings(AlerterSettings)
         config = load_alerts(settings.alerter_rules_file, settings.segment_labels())

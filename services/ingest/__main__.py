@@ -9,7 +9,7 @@ import socket
 import sys
 import tempfile
 
-from gapwatch.settings import SettingsError, load_settings
+from gapwatch.settings import SettingsError, answered, load_settings
 from gapwatch_ingest.settings import IngestSettings
 
 log = logging.getLogger("gapwatch_ingest")
@@ -79,6 +79,8 @@ def serve_workers(settings: IngestSettings) -> int:
 
 
 def main() -> None:
+    if answered(sys.argv[1:], IngestSettings, "gapwatch-ingest", __doc__ or ""):
+        return
     try:
         settings = load_settings(IngestSettings)
     except SettingsError as exc:

@@ -8,12 +8,14 @@ import sys
 import faust
 
 from gapwatch.config import ConfigFileError
-from gapwatch.settings import SettingsError, load_settings
+from gapwatch.settings import SettingsError, answered, load_settings
 from gapwatch_scorer.app import create_app
 from gapwatch_scorer.settings import ScorerSettings
 
 
 def main() -> None:
+    if answered(sys.argv[1:], ScorerSettings, "gapwatch-scorer", __doc__ or ""):
+        return
     try:
         settings = load_settings(ScorerSettings)
         app = create_app(settings)

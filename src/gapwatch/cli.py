@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gapwatch.config import DEFAULT_ALERTS, DEFAULT_POLICIES
 from gapwatch.core.schemas import event_schemas
 from gapwatch.core.timebound import DEFAULT_MAX_FUTURE_SKEW_SECONDS
+from gapwatch.settings import version
 
 DEFAULT_SCHEMA_DIR = Path("schemas")
 
@@ -82,6 +84,41 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the policies and alert rules files as the scorer and the alerter load them, with
+    their messages: 0 if both are valid, 1 if not."""
+    import os
+
+    from gapwatch.config import ConfigFileError, load_alerts, load_policies
+    from gapwatch.core.calendar import CalendarError
+    from gapwatch.core.clock import ClockConfig
+    from gapwatch.core.scoring import DEFAULT_SEGMENT_LABELS
+
+    labels_env = os.environ.get("GAPWATCH_SCORER_SEGMENT_LABELS", "")
+    labels = tuple(label.strip() for label in labels_env.split(",") if label.strip())
+    failed = False
+    try:
+        policies = load_policies(args.policies)
+        ClockConfig.from_policies(policies)
+        print(
+            f"{args.policies}: ok ({len(policies.policies)} policies, "
+            f"{len(policies.calendars)} calendars, version {policies.version})"
+        )
+    except (ConfigFileError, CalendarError) as exc:
+        sys.stderr.write(f"gapwatch: {exc}\n")
+        failed = True
+    try:
+        alerts = load_alerts(args.alerts, labels or DEFAULT_SEGMENT_LABELS)
+        print(
+            f"{args.alerts}: ok ({len(alerts.rules)} rules, {len(alerts.receivers)} receivers; "
+            f"segment labels {','.join(labels or DEFAULT_SEGMENT_LABELS)})"
+        )
+    except ConfigFileError as exc:
+        sys.stderr.write(f"gapwatch: {exc}\n")
+        failed = True
+    return 1 if failed else 0
+
+
 def cmd_topics(_: argparse.Namespace) -> int:
     from gapwatch.kafka.settings import KafkaSettings
     from gapwatch.kafka.topics import ensure_topics
@@ -136,7 +173,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gapwatch", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"gapwatch {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser(
+        "check",
+        help="validate the policies and alert rules files, as the services load them (exit 0/1)",
+    )
+    check.add_argument(
+        "policies", type=Path, nargs="?", default=DEFAULT_POLICIES, help="SLA policies YAML"
+    )
+    check.add_argument("alerts", type=Path, nargs="?", default=DEFAULT_ALERTS, help="alerts YAML")
+    check.set_defaults(func=cmd_check)
 
     schemas = sub.add_parser("schemas", help="write (or --check) the JSON Schemas under schemas/")
     schemas.add_argument("--dir", type=Path, default=DEFAULT_SCHEMA_DIR)

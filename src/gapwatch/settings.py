@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -40,6 +41,48 @@ def load_settings(settings_cls: type[SettingsT]) -> SettingsT:
             message = str(err["msg"]).removeprefix("Value error, ")
             problems.append(message if not field else f"{name}: {message}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def settings_help(settings_cls: type[BaseSettings], prog: str, summary: str) -> str:
+    """What `PROG --help` prints: the summary, then each setting's environment variable, its
+    default and what it does (the services take no arguments, only these variables)."""
+    lines = [f"usage: {prog}   (no arguments: every setting is an environment variable)", ""]
+    lines += [summary, "", "settings:"]
+    for field, info in settings_cls.model_fields.items():
+        secret = "secret" in str(info.annotation).lower()
+        default = info.get_default(call_default_factory=True)
+        shown = (
+            "(required)"
+            if info.is_required()
+            else "(unset)"
+            if secret or default is None
+            else repr(default)
+        )
+        lines.append(f"  {env_name(settings_cls, field)}  [default: {shown}]")
+        if info.description:
+            lines.append(f"      {info.description}")
+    return "\n".join(lines) + "\n"
+
+
+def answered(argv: list[str], settings_cls: type[BaseSettings], prog: str, summary: str) -> bool:
+    """Answer `--help` (the settings) or `--version` for a service's entry point instead of
+    starting it; True if one was answered."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        sys.stdout.write(settings_help(settings_cls, prog, summary))
+        return True
+    if "--version" in argv:
+        sys.stdout.write(f"{prog} {version()}\n")
+        return True
+    return False
+
+
+def version() -> str:
+    """gapwatch's version and its compiled engine's, as `--version` prints them."""
+    import gapwatch_engine
+
+    import gapwatch
+
+    return f"{gapwatch.__version__} (engine {gapwatch_engine.__version__})"
 
 
 class TimeBoundSettings(BaseSettings):
