@@ -40,7 +40,7 @@ from tests.integration.scorer_support import bulk_load, start_scorer
 pytestmark = pytest.mark.integration
 
 DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
-DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # deploy/config/alerts.yaml links to the first three; the pipeline board is for the operators.
 UIDS = {"gapwatch-overview", "gapwatch-segment", "gapwatch-satisfaction", "gapwatch-pipeline"}
 
@@ -55,6 +55,7 @@ VARIABLES = {
     "__rate_interval": "5m",
     "__interval": "1m",
     "__range": "1h",
+    "datasource": "prometheus",
 }
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 
@@ -228,6 +229,12 @@ def test_every_dashboard_is_well_formed():
             assert var["name"] in VARIABLES, f"{name}: variable {var['name']} has no test value"
             if var.get("type") == "query":
                 assert var.get("datasource") == DATASOURCE, f"{name}: variable {var['name']}"
+        kinds = {v["name"]: v for v in board.get("templating", {}).get("list", [])}
+        assert kinds.get("datasource", {}).get("type") == "datasource", f"{name}: no datasource var"
+        # No uid but the variable (and Grafana's own annotations): imported into a Grafana whose
+        # Prometheus has another uid, every panel still finds its data.
+        uids = set(re.findall(r'"uid": *"([^"]+)"', json.dumps(board)))
+        assert uids <= {"${datasource}", "-- Grafana --", board["uid"]}, f"{name}: {uids}"
 
 
 def test_every_expr_is_valid_promql(promtool: str, tmp_path: Path):
