@@ -351,8 +351,7 @@ def test_alerts_mirror_the_alerter_defaults() -> None:
     for rule in alerts():
         if "rule" in rule["labels"]:
             by_rule.setdefault(rule["labels"]["rule"], []).append(rule)
-    mirrored = {r.name for r in config.rules if not isinstance(r.condition, CsatCondition)}
-    # csat-floor stays with the alerter: no metric counts CSAT responses for its guard.
+    mirrored = {r.name for r in config.rules}
     assert set(by_rule) == mirrored
     for rule in config.rules:
         if rule.name in mirrored:
@@ -362,6 +361,8 @@ def test_alerts_mirror_the_alerter_defaults() -> None:
 def check_twin(rule: Rule, twins: list[dict[str, Any]]) -> None:
     for twin in twins:
         assert seconds(twin["for"]) == rule.for_, rule.name
+        # Resolves only after the alerter's hold: a flap it absorbs does not page here.
+        assert seconds(twin["keep_firing_for"]) == rule.hold, rule.name
         assert len({t["alert"] for t in twins}) == 1, f"{rule.name}: one alertname per rule"
     condition = rule.condition
     if isinstance(condition, BurnRateCondition):
@@ -399,6 +400,16 @@ def check_twin(rule: Rule, twins: list[dict[str, Any]]) -> None:
             f'judged:rate{window}{{kind="{kind}"}} * {seconds(window)} >= {condition.min_events}'
         )
         assert volume in expr, expr
+    elif isinstance(condition, CsatCondition):
+        (twin,) = twins
+        assert twin["labels"]["severity"] == rule.severity.value
+        assert rule.group_by == ("team",) and condition.window == "24h", rule.name
+        expr = " ".join(twin["expr"].split())
+        assert expr == (
+            f"team:gapwatch_csat_score_24h:sum / team:gapwatch_csat_answers_24h:sum "
+            f"< {condition.floor:g} and team:gapwatch_csat_answers_24h:sum "
+            f">= {condition.min_responses}"
+        ), expr
     else:
         pytest.fail(f"{rule.name}: no check for {type(condition).__name__}")
 
