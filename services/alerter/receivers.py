@@ -16,6 +16,8 @@ The kinds:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -50,6 +52,8 @@ __all__ = [
     "WebhookClient",
     "build_receivers",
     "sign",
+    "standard_secret",
+    "standard_signature",
     "verify_signature",
 ]
 
@@ -101,6 +105,36 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     """The `X-Gapwatch-Signature` value: `sha256=` + hex HMAC-SHA256 of "<timestamp>." + body."""
     digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
     return "sha256=" + digest.hexdigest()
+
+
+STANDARD_SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
+
+
+def standard_key(secret: bytes) -> bytes:
+    """The Standard Webhooks signing key of a configured secret: a `whsec_<base64>` secret is
+    that key, base64-decoded, as every Standard Webhooks library reads it; any other secret is
+    used as it is (its bytes), so existing receivers keep their secret. A receiver verifying with
+    a library then passes `whsec_` + base64(secret) (`standard_secret`)."""
+    text = secret.decode("utf-8", errors="replace")
+    if text.startswith(STANDARD_SECRET_PREFIX):
+        try:
+            return base64.b64decode(text[len(STANDARD_SECRET_PREFIX) :] + "==", validate=False)
+        except binascii.Error:
+            return secret
+    return secret
+
+
+def standard_secret(secret: bytes) -> str:
+    """The secret in the `whsec_` form Standard Webhooks libraries take, for a receiver."""
+    return STANDARD_SECRET_PREFIX + base64.b64encode(standard_key(secret)).decode("ascii")
+
+
+def standard_signature(key: bytes, message_id: str, timestamp: str, body: bytes) -> str:
+    """The `webhook-signature` value of the Standard Webhooks specification: `v1,` + base64
+    HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>." + body."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
 
 
 def verify_signature(
@@ -215,6 +249,7 @@ class WebhookClient(ReceiverClient):
         super().__init__(name, http, timeout=timeout, secrets=secrets, clock=clock)
         self._url = url
         self._secret = secret
+        self._standard_key = standard_key(secret)
 
     def request(self, t: Transition, *, timestamp: int | None = None) -> Request:
         """The signed request; `timestamp` (unix seconds) defaults to now."""
@@ -227,6 +262,10 @@ class WebhookClient(ReceiverClient):
             "Idempotency-Key": t.id,
             "X-Gapwatch-Timestamp": stamp,
             "X-Gapwatch-Signature": sign(self._secret, stamp, body),
+            # Standard Webhooks (standardwebhooks.com): any of its libraries verifies these.
+            "webhook-id": t.id,
+            "webhook-timestamp": stamp,
+            "webhook-signature": standard_signature(self._standard_key, t.id, stamp, body),
         }
         return self._url, headers, body
 

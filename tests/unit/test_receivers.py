@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gapwatch.core.alerts.lifecycle import AlertState, Transition
 from gapwatch.core.alerts.rules import AlertsConfig, Severity
@@ -23,6 +25,7 @@ from gapwatch_alerter.receivers import (
     WebhookClient,
     build_receivers,
     sign,
+    standard_secret,
     verify_signature,
 )
 
@@ -204,6 +207,30 @@ def test_webhook_signature_verifies_and_rejects_tampering():
     assert not verify_signature(key, ts, raw, sig.replace("sha256=", "sha1="), now=1_000_000)
     assert not verify_signature(key, "1e6", raw, sig, now=1_000_000)
     assert not verify_signature(key, "", raw, sig, now=1_000_000)
+
+
+@pytest.mark.parametrize(
+    "secret", [SECRET.encode(), b"whsec_" + base64.b64encode(b"\x00\xffkey-bytes-from-a-generator")]
+)
+def test_webhooks_verify_with_the_standard_webhooks_library(secret: bytes):
+    """Issue 24: receivers verify with a maintained Standard Webhooks library in their own
+    language; here the reference Python one, with the secret in its `whsec_` form."""
+    hook = WebhookClient("hook", httpx.AsyncClient(), url="http://x", secret=secret, timeout=1)
+    t = transition()
+    now = int(datetime.now(UTC).timestamp())
+    _, headers, raw = hook.request(t, timestamp=now)
+    verifier = Webhook(standard_secret(secret))
+    assert verifier.verify(raw, headers) == orjson.loads(raw)
+    assert headers["webhook-id"] == t.id and headers["webhook-timestamp"] == str(now)
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(raw + b" ", headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(standard_secret(b"another secret")).verify(raw, headers)
+    _, old, raw_old = hook.request(t, timestamp=now - 3600)
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(raw_old, old)  # a replay an hour late
+    if secret.startswith(b"whsec_"):
+        assert standard_secret(secret) == secret.decode()
 
 
 def test_webhook_timestamp_defaults_to_the_clock():
