@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from gapwatch.core.timebound import DEFAULT_MAX_FUTURE_SKEW_SECONDS, not_after
@@ -53,6 +54,7 @@ async def bulk_ingest(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         disable=not progress,
+        console=Console(stderr=True),  # stdout is for the report
     )
     try:
         with bar, path.open("rb") as source:

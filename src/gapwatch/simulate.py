@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,30 @@ async def _live(
     return 0
 
 
+RETRIED_STATUSES = frozenset({429, 503})
+MAX_RETRY_DELAY_SECONDS = 60.0
+
+
+def retry_delay(retry_after: str | None, attempt: int, now: datetime | None = None) -> float:
+    """How long to wait before sending again: what the server's `Retry-After` asks (seconds, or
+    an HTTP date), at least the client's own backoff (0.5 s doubling, up to 5 s), at most a
+    minute."""
+    backoff = min(5.0, 0.5 * 2**attempt)
+    asked = 0.0
+    if retry_after:
+        text = retry_after.strip()
+        if text.isdigit():
+            asked = float(text)
+        else:
+            try:
+                when = parsedate_to_datetime(text)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                asked = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(MAX_RETRY_DELAY_SECONDS, max(backoff, asked))
+
+
 async def _open_sink(target: str) -> tuple[Sink, Callable[[], Awaitable[None]]]:
     if target.startswith(("http://", "https://")):
         import httpx
@@ -93,10 +118,10 @@ async def _open_sink(target: str) -> tuple[Sink, Callable[[], Awaitable[None]]]:
                 response = await client.post("/v1/events", content=orjson.dumps(events))
                 if response.status_code == 202:
                     return
-                if response.status_code != 503:
+                if response.status_code not in RETRIED_STATUSES:
                     raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
-                await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
-            raise RuntimeError("ingest kept answering 503")
+                await asyncio.sleep(retry_delay(response.headers.get("Retry-After"), attempt))
+            raise RuntimeError(f"ingest kept answering {response.status_code}")
 
         return post, client.aclose
     if target == "kafka":

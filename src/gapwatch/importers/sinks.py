@@ -26,7 +26,8 @@ def send_http(
 ) -> int:
     """POST the events to the ingest API in batches (bearer token from GAPWATCH_INGEST_TOKEN).
 
-    The simulator's sink does the HTTP part: it retries a 503 with backoff and raises
+    The simulator's sink does the HTTP part: it retries a 503 or 429 after what `Retry-After`
+    asks (at least its own backoff, at most a minute) and raises
     RuntimeError on any other refusal; an unreachable API is a RuntimeError too, saying how many
     events went before. Batches go in event-time order, so the scorer's time rule sees the
     import as one forward-moving stream. A resend after a failure is safe: ids are stable.
