@@ -50,9 +50,33 @@ def _render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
+def api_documents() -> dict[str, Any]:
+    """The OpenAPI documents of the ingest and alerter APIs, as the services serve them with
+    their default settings (`openapi/ingest.json`, `openapi/alerter.json`)."""
+    from prometheus_client import CollectorRegistry
+
+    from gapwatch.config import load_alerts
+    from gapwatch_alerter.app import create_app as alerter_app
+    from gapwatch_alerter.settings import AlerterSettings
+    from gapwatch_ingest.app import create_app as ingest_app
+    from gapwatch_ingest.settings import IngestSettings
+
+    # model_construct: the defaults, whatever this shell's GAPWATCH_* variables say.
+    ingest = ingest_app(IngestSettings.model_construct(), CollectorRegistry())
+    alerter = alerter_app(
+        AlerterSettings.model_construct(), load_alerts(DEFAULT_ALERTS), CollectorRegistry(), env={}
+    )
+    return {"openapi/ingest.json": ingest.openapi(), "openapi/alerter.json": alerter.openapi()}
+
+
+def generated_documents() -> dict[str, Any]:
+    """Every published document: the event schemas and examples, and the OpenAPI documents."""
+    return {**event_schemas(), **api_documents()}
+
+
 def stale_schema_files(directory: Path) -> list[str]:
     """Files under `directory` that differ from what the models generate (or are missing/extra)."""
-    wanted = {name: _render(doc) for name, doc in event_schemas().items()}
+    wanted = {name: _render(doc) for name, doc in generated_documents().items()}
     stale = [
         n
         for n, text in wanted.items()
@@ -74,13 +98,14 @@ def cmd_schemas(args: argparse.Namespace) -> int:
             return 1
         print(f"schemas in {directory} are up to date")
         return 0
-    for name, doc in event_schemas().items():
+    documents = generated_documents()
+    for name, doc in documents.items():
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(_render(doc))
     for extra in stale_schema_files(directory):
         (directory / extra).unlink(missing_ok=True)
-    print(f"wrote {len(event_schemas())} files to {directory}")
+    print(f"wrote {len(documents)} files to {directory}")
     return 0
 
 

@@ -33,9 +33,12 @@ def test_a_changed_model_makes_the_schemas_stale(tmp_path: Path):
     victim = tmp_path / "gapwatch.job.arrived.v1.schema.json"
     victim.write_text(victim.read_text().replace('"job_id"', '"jobid"'))
     (tmp_path / "gapwatch.job.teleported.v1.schema.json").write_text("{}")
+    api = tmp_path / "openapi" / "alerter.json"
+    api.write_text(api.read_text().replace('"/v1/silences"', '"/v1/silence"'))
     assert stale_schema_files(tmp_path) == [
         "gapwatch.job.arrived.v1.schema.json",
         "gapwatch.job.teleported.v1.schema.json",
+        "openapi/alerter.json",
     ]
 
 
