@@ -111,6 +111,7 @@ def create_app(
     env: dict[str, str] | None = None,
 ) -> FastAPI:
     """Build the ASGI app; PostgreSQL and Kafka are connected when it starts."""
+    config = config.with_link_bases(settings.runbook_base_url, settings.grafana_url)
     registry = registry if registry is not None else CollectorRegistry()
     metrics = AlerterMetrics(registry)
     tokens = settings.tokens()

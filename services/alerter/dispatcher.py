@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from gapwatch.core.alerts.events import alert_event
 from gapwatch.core.alerts.lifecycle import Alert, AlertState, Transition, transition_id
-from gapwatch.core.alerts.rules import AlertmanagerReceiver, AlertsConfig
+from gapwatch.core.alerts.rules import AlertmanagerReceiver, AlertsConfig, Rule
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch_alerter.engine import KAFKA_RECEIVER
 from gapwatch_alerter.metrics import AlerterMetrics
@@ -180,9 +180,10 @@ async def _retrying(action: Callable[[], Awaitable[None]], attempts: int = 5) ->
             await asyncio.sleep(0.2 * 2**attempt)
 
 
-def firing_transition(alert: Alert, runbook_url: str, dashboard_url: str) -> Transition:
+def firing_transition(alert: Alert, rule: Rule) -> Transition:
     """A firing alert as its latest firing transition, for re-sending to Alertmanager."""
     at = alert.evaluated_at or alert.firing_since or datetime.now(UTC)
+    runbook_url, dashboard_url = rule.links(alert.labels)
     return Transition(
         id=transition_id(alert.fingerprint, alert.sequence),
         fingerprint=alert.fingerprint,
@@ -250,7 +251,7 @@ class AlertmanagerResender:
                         continue
                     routed = self.config.receivers_for(alert.rule, alert.severity, alert.labels)
                     if receiver.name in routed:
-                        mine.append(firing_transition(alert, rule.runbook_url, rule.dashboard_url))
+                        mine.append(firing_transition(alert, rule))
                 if mine:
                     outcome = await client.resend(mine)  # type: ignore[attr-defined]
                     if not outcome.ok:

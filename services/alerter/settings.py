@@ -34,6 +34,19 @@ class AlerterSettings(KafkaSettings, TimeBoundSettings):
     alerter_rules_file: Path = Field(
         default=Path("deploy/config/alerts.yaml"), description="Alert rules, receivers, routes."
     )
+    runbook_base_url: str = Field(
+        default="https://github.com/gapwatch/gapwatch/blob/main/",
+        max_length=1000,
+        description="A rule's runbook_url that is a path (docs/runbooks/x.md) is joined to this, "
+        "so pages link to a runbook a reader can open: point it at your own copy.",
+    )
+    grafana_url: str = Field(
+        default="",
+        max_length=1000,
+        description="Grafana's base URL (https://grafana.example.com): a rule's dashboard_url "
+        "that is a path (d/gapwatch-overview) is joined to it, and the alert's labels become "
+        "dashboard variables. Empty: dashboard paths stay as written.",
+    )
     scorer_segment_labels: str = Field(
         default="team,region,priority",
         description="The scorer's segment labels (same variable as the scorer's): rules may "

@@ -146,7 +146,7 @@ def test_pending_for_then_firing_then_flap_inside_hold_then_resolved() -> None:
     assert moved[0].firing_since == at(60)
     assert moved[0].severity is PAGE
     assert moved[0].runbook_url == "https://runbooks.example/late"
-    assert moved[0].dashboard_url == "https://dash.example/late"
+    assert moved[0].dashboard_url == "https://dash.example/late?var-region=eu&var-team=a"
     assert moved[0].figures == {"overdue": 4, "above": 3}
 
     assert run.step(70, verdict(False)) == []
@@ -399,7 +399,7 @@ def test_transition_dict_is_plain_json() -> None:
         "latest_breached": ["T-1", "T-2"],
         "firing_since": None,
         "runbook_url": "https://runbooks.example/late",
-        "dashboard_url": "https://dash.example/late",
+        "dashboard_url": "https://dash.example/late?var-region=eu&var-team=a",
     }
     assert firing.as_dict()["firing_since"] == "2026-03-02T12:00:00.250000Z"
     assert resolved.as_dict()["to_state"] == "resolved"

@@ -31,7 +31,15 @@ from gapwatch_scorer.settings import ScorerSettings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKER_DIR = ROOT / "deploy" / "docker"
-ENV_EXAMPLE = DOCKER_DIR / "gapwatch.env.example"
+SECRETS_EXAMPLE = DOCKER_DIR / "secrets.example"
+# Each compose service's secrets: the only variables its own env file may hold.
+SECRETS_OF = {
+    "postgres": {"POSTGRES_PASSWORD"},
+    "ingest": {"GAPWATCH_INGEST_TOKENS"},
+    "alerter": {"GAPWATCH_DATABASE_URL", "GAPWATCH_ALERTER_TOKENS"},
+    "grafana": {"GF_SECURITY_ADMIN_PASSWORD"},
+    "simulator": {"GAPWATCH_INGEST_TOKEN"},
+}
 K8S_BASE = ROOT / "deploy" / "k8s" / "base"
 K8S_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
 CONFIG_DIR = ROOT / "deploy" / "config"
@@ -159,14 +167,14 @@ def compose(docker_compose: str, tmp_path_factory: pytest.TempPathFactory) -> di
     """`docker-compose config` of the repo's file, with the example env file as the real one.
 
     The file and deploy/docker are copied into a temporary project, so a user's own
-    deploy/docker/gapwatch.env neither helps nor breaks the check.
+    deploy/docker/secrets/ neither helps nor breaks the check.
     """
     project = tmp_path_factory.mktemp("compose")
     shutil.copy(COMPOSE_FILE, project / "docker-compose.yml")
     shutil.copytree(
-        DOCKER_DIR, project / "deploy" / "docker", ignore=shutil.ignore_patterns("*.env")
+        DOCKER_DIR, project / "deploy" / "docker", ignore=shutil.ignore_patterns("secrets")
     )
-    shutil.copy(ENV_EXAMPLE, project / "deploy" / "docker" / "gapwatch.env")
+    shutil.copytree(SECRETS_EXAMPLE, project / "deploy" / "docker" / "secrets")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(project)}
     done = subprocess.run(
         [docker_compose, "--project-directory", str(project), "config"],
@@ -402,22 +410,22 @@ def test_compose_holds_no_secret(compose_raw: dict[str, Any], compose: dict[str,
         environment = service.get("environment", {})
         assert isinstance(environment, dict), f"{name}: environment as a mapping, please"
         leaked = [v for v in environment if SECRET_NAME.search(v)]
-        assert not leaked, f"{name}: {leaked} belong in deploy/docker/gapwatch.env"
-    example = read_env_file(ENV_EXAMPLE)
-    needed = {
-        "POSTGRES_PASSWORD",
-        "GAPWATCH_DATABASE_URL",
-        "GAPWATCH_INGEST_TOKENS",
-        "GAPWATCH_INGEST_TOKEN",
-        "GAPWATCH_ALERTER_TOKENS",
-        "GF_SECURITY_ADMIN_PASSWORD",
-    }
-    assert needed <= set(example)
-    assert example["GAPWATCH_INGEST_TOKEN"] in example["GAPWATCH_INGEST_TOKENS"].split(",")
-    assert all("change-me" in example[v] for v in needed), "example values must say change-me"
-    assert "gapwatch.env" in (DOCKER_DIR / ".gitignore").read_text().split()
-    for name in ("ingest", "scorer", "alerter", "topics", "simulator", "postgres", "grafana"):
-        assert compose_raw["services"][name]["env_file"] == "deploy/docker/gapwatch.env", name
+        assert not leaked, f"{name}: {leaked} belong in deploy/docker/secrets/{name}.env"
+    # Each service reads only its own secrets: a compromised container holds no other's.
+    examples = {path.stem: read_env_file(path) for path in SECRETS_EXAMPLE.glob("*.env")}
+    assert set(examples) == set(SECRETS_OF)
+    for name, service in compose_raw["services"].items():
+        wanted = f"deploy/docker/secrets/{name}.env" if name in SECRETS_OF else None
+        assert service.get("env_file") == wanted, name
+    for name, variables in SECRETS_OF.items():
+        assert set(examples[name]) == variables, name
+        assert all("change-me" in value for value in examples[name].values()), name
+    assert examples["simulator"]["GAPWATCH_INGEST_TOKEN"] in examples["ingest"][
+        "GAPWATCH_INGEST_TOKENS"
+    ].split(",")
+    password = examples["postgres"]["POSTGRES_PASSWORD"]
+    assert f":{password}@" in examples["alerter"]["GAPWATCH_DATABASE_URL"]
+    assert "secrets/" in (DOCKER_DIR / ".gitignore").read_text().split()
 
 
 def test_compose_alerts_are_the_repo_alerts_but_for_alertmanager(compose: dict[str, Any]) -> None:

@@ -261,7 +261,7 @@ ALERT_EXAMPLE: dict[str, Any] = {
         "latest_breached": ["T-10442", "T-10439"],
         "firing_since": "2026-03-02T10:42:00Z",
         "runbook_url": "https://github.com/gapwatch/gapwatch/blob/main/docs/runbooks/first-response-burn.md",
-        "dashboard_url": "http://127.0.0.1:3000/d/gapwatch-overview",
+        "dashboard_url": "https://grafana.example.com/d/gapwatch-overview?var-team=billing",
     },
 }
 

@@ -243,6 +243,7 @@ def _max(a: Severity, b: Severity) -> Severity:
 
 
 def _transition(alert: Alert, before: AlertState, now: datetime, rule: Rule) -> Transition:
+    runbook, dashboard = rule.links(alert.labels)
     return Transition(
         id=transition_id(alert.fingerprint, alert.sequence),
         fingerprint=alert.fingerprint,
@@ -258,6 +259,6 @@ def _transition(alert: Alert, before: AlertState, now: datetime, rule: Rule) -> 
         window=alert.window,
         latest_breached=alert.latest_breached,
         firing_since=alert.firing_since,
-        runbook_url=rule.runbook_url,
-        dashboard_url=rule.dashboard_url,
+        runbook_url=runbook,
+        dashboard_url=dashboard,
     )

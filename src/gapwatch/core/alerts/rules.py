@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from gapwatch.core.alerts.links import filled, joined
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.windows import WINDOWS
 
@@ -215,10 +216,27 @@ class Rule(_Config):
     for_: Seconds = Field(default=0.0, alias="for", description="Held this long before firing.")
     hold: Seconds = Field(default=300.0, description="Clear this long before resolving.")
     no_data: NoData = NoData.KEEP
-    runbook_url: str = ""
-    dashboard_url: str = ""
+    runbook_url: str = Field(
+        default="",
+        max_length=2000,
+        description="A URL, or a path joined to GAPWATCH_RUNBOOK_BASE_URL; `{label}` takes the "
+        "alert's label value.",
+    )
+    dashboard_url: str = Field(
+        default="",
+        max_length=2000,
+        description="A URL, or a path (`d/gapwatch-overview`) joined to GAPWATCH_GRAFANA_URL; "
+        "the alert's labels are added as Grafana variables (`var-team=billing`).",
+    )
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def links(self, labels: Mapping[str, str]) -> tuple[str, str]:
+        """(runbook, dashboard) of an alert of this rule with these labels (`links.filled`)."""
+        return (
+            filled(self.runbook_url, labels, dashboard=False),
+            filled(self.dashboard_url, labels, dashboard=True),
+        )
 
     @model_validator(mode="after")
     def _labels_are_names(self) -> Self:
@@ -306,6 +324,20 @@ class AlertsConfig(_Config):
     default_receivers: tuple[str, ...] = Field(
         default=(), description="Receivers of alerts no route matched."
     )
+
+    def with_link_bases(self, runbooks: str, grafana: str) -> AlertsConfig:
+        """The same config, its rules' relative runbook and dashboard links joined to these
+        bases (the alerter's GAPWATCH_RUNBOOK_BASE_URL and GAPWATCH_GRAFANA_URL)."""
+        rules = tuple(
+            rule.model_copy(
+                update={
+                    "runbook_url": joined(runbooks, rule.runbook_url),
+                    "dashboard_url": joined(grafana, rule.dashboard_url),
+                }
+            )
+            for rule in self.rules
+        )
+        return self.model_copy(update={"rules": rules})
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Self:
