@@ -186,7 +186,19 @@ async def test_hostile_records_get_their_own_reasons_and_fitting_dead_letters(
             await producer.stop()
         wanted = [(v, k, reason) for v, k, reason in records if reason]
         letters = await read_topic(kafka, Stream.DEADLETTER, len(wanted), timeout=120)
-        got = [orjson.loads(r.value) for r in letters]
+
+        # Dead letters are keyed like their records, so they spread over partitions and come
+        # back in no fixed order: pair each with its record by reason and sizes.
+        def identity(reason: str, value_size: int, key_size: int) -> tuple[str, int, int]:
+            return reason, value_size, key_size
+
+        wanted.sort(key=lambda r: identity(r[2], len(r[0]), len(r[1] or b"")))
+        pairs = sorted(
+            ((orjson.loads(r.value), r) for r in letters),
+            key=lambda p: identity(p[0]["reason"], p[0]["value_size"], p[0]["key_size"]),
+        )
+        got = [letter for letter, _ in pairs]
+        letters = [record for _, record in pairs]
         assert [g["reason"] for g in got] == [reason for _, _, reason in wanted]
         for (value, key, _), letter, record in zip(wanted, got, letters, strict=True):
             assert len(record.value) + len(record.key or b"") < broker_limit
