@@ -174,3 +174,21 @@ def test_receiver_clients_never_print_their_secrets():
             if v in text
         ]
         assert not leaked, text
+
+
+def test_topic_configs_name_known_streams():
+    from gapwatch.core.topics import Stream
+    from gapwatch.kafka.settings import KafkaSettings
+    from gapwatch.kafka.topics import TOPIC_CONFIGS, topic_configs
+
+    settings = KafkaSettings(kafka_topic_configs="gaps:retention.ms=1, gaps:segment.ms=2")
+    assert topic_configs(settings, Stream.GAPS) == {
+        "cleanup.policy": "delete",
+        "retention.ms": "1",
+        "segment.ms": "2",
+    }
+    assert topic_configs(settings, Stream.JOBS) == TOPIC_CONFIGS[Stream.JOBS]
+    assert set(TOPIC_CONFIGS) == set(Stream)
+    for bad in ("gap:retention.ms=1", "gaps retention.ms=1", "gaps:retention.ms="):
+        with pytest.raises(ValueError, match=r"kafka_topic_configs|not a stream|String should"):
+            KafkaSettings(kafka_topic_configs=bad)

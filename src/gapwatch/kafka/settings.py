@@ -8,6 +8,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gapwatch.core.topics import Stream
+
 
 class KafkaSettings(BaseSettings):
     """How to reach the broker; SASL and TLS settings pass straight through to aiokafka."""
@@ -43,6 +45,27 @@ class KafkaSettings(BaseSettings):
     kafka_replication_factor: int = Field(
         default=1, ge=1, le=16, description="Replication factor of topics gapwatch creates."
     )
+    kafka_topic_configs: str = Field(
+        default="",
+        max_length=4000,
+        pattern=r"^\s*([a-z]+:[a-z0-9.]+=[^,;\s]+\s*(,\s*[a-z]+:[a-z0-9.]+=[^,;\s]+\s*)*)?$",
+        description="Topic configs that replace gapwatch's defaults when `gapwatch topics` creates "
+        "a topic: comma-separated stream:config=value, e.g. "
+        "`gaps:retention.ms=604800000,deadletter:retention.ms=-1` (streams: tickets, jobs, "
+        "feedback, gaps, scores, promises, alerts, deadletter).",
+    )
+
+    @model_validator(mode="after")
+    def _topic_configs_name_streams(self) -> Self:
+        known = {s.value for s in Stream}
+        for item in self.kafka_topic_configs.split(","):
+            stream = item.strip().partition(":")[0]
+            if item.strip() and stream not in known:
+                raise ValueError(
+                    f"GAPWATCH_KAFKA_TOPIC_CONFIGS: {stream!r} is not a stream "
+                    f"({', '.join(sorted(known))})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _security_settings_agree(self) -> Self:

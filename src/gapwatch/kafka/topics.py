@@ -14,13 +14,39 @@ from gapwatch.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-# Output topics are keyed like the inputs and share their partition count, so a consumer can
-# co-partition them; dead letters are rare and kept apart, with a longer retention. Promise
-# states are keyed by promise: compacted, the topic is the current state of every promise.
-_CONFIGS: dict[Stream, dict[str, str]] = {
-    Stream.DEADLETTER: {"retention.ms": str(30 * 24 * 3600 * 1000)},
-    Stream.PROMISES: {"cleanup.policy": "compact"},
+_DAY_MS = 24 * 3600 * 1000
+
+TOPIC_CONFIGS: dict[Stream, dict[str, str]] = {
+    # Inputs are the history a replay re-scores, and what a restored worker re-reads.
+    Stream.TICKETS: {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)},
+    Stream.JOBS: {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)},
+    Stream.FEEDBACK: {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)},
+    # Gap events and alert transitions: facts for other services, kept as long as the inputs.
+    Stream.GAPS: {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)},
+    Stream.ALERTS: {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)},
+    # Window snapshots are republished every few seconds and read fresh (60 s staleness).
+    Stream.SCORES: {"cleanup.policy": "delete", "retention.ms": str(1 * _DAY_MS)},
+    # Keyed by promise (an identity): compacted, the topic is every promise's current state;
+    # a tombstone (a closed promise's end) stays a day, so a consumer that was down sees it.
+    Stream.PROMISES: {"cleanup.policy": "compact", "delete.retention.ms": str(1 * _DAY_MS)},
+    # Rare, and kept for a person to look at and replay.
+    Stream.DEADLETTER: {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)},
 }
+"""Configs of each topic `gapwatch topics` creates; `GAPWATCH_KAFKA_TOPIC_CONFIGS` overrides them
+(`topic_configs`). Output topics share the inputs' partition count, so consumers can
+co-partition them."""
+
+
+def topic_configs(settings: KafkaSettings, stream: Stream) -> dict[str, str]:
+    """The configs `stream`'s topic is created with: the defaults, then the settings' own."""
+    configs = dict(TOPIC_CONFIGS.get(stream, {}))
+    for item in settings.kafka_topic_configs.split(","):
+        if item.strip():
+            target, _, pair = item.strip().partition(":")
+            name, _, value = pair.partition("=")
+            if target == stream.value:
+                configs[name] = value
+    return configs
 
 
 class TopicMismatch(Exception):
@@ -50,7 +76,7 @@ async def ensure_topics(
     """Create missing topics; verify existing ones. Returns topic -> partition count."""
     return await ensure_named_topics(
         settings,
-        {topic_name(s, settings.topic_prefix): dict(_CONFIGS.get(s, {})) for s in streams},
+        {topic_name(s, settings.topic_prefix): topic_configs(settings, s) for s in streams},
     )
 
 
