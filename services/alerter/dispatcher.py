@@ -23,6 +23,7 @@ from gapwatch.core.alerts.events import alert_event
 from gapwatch.core.alerts.lifecycle import Alert, AlertState, Transition, transition_id
 from gapwatch.core.alerts.rules import AlertmanagerReceiver, AlertsConfig, Rule
 from gapwatch.core.topics import Stream, topic_name
+from gapwatch.kafka.batches import CLOUDEVENTS_HEADERS
 from gapwatch_alerter.engine import KAFKA_RECEIVER
 from gapwatch_alerter.metrics import AlerterMetrics
 from gapwatch_alerter.receivers import DeliveryOutcome, ReceiverClient
@@ -120,6 +121,7 @@ class Dispatcher:
                     self.alerts_topic,
                     event.model_dump_json(exclude_none=True).encode(),
                     key=event.key,
+                    headers=list(CLOUDEVENTS_HEADERS),
                 )
             )
         results = await asyncio.gather(*futures, return_exceptions=True)

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from gapwatch.core.catalog import AnyInputEvent
 from gapwatch.core.topics import INPUT_STREAMS, Stream, topic_name
 from gapwatch.core.validation import encode_event
-from gapwatch.kafka.batches import key_partition, send_batches
+from gapwatch.kafka.batches import CLOUDEVENTS_HEADERS, key_partition, send_batches
 from gapwatch.kafka.clients import reliable_producer
 from gapwatch_ingest.metrics import IngestMetrics
 from gapwatch_ingest.settings import IngestSettings
@@ -41,6 +41,8 @@ class EventPublisher:
         self._new_producer = new_producer
         self._metrics = metrics
         self._topics = {s: topic_name(s, settings.topic_prefix) for s in INPUT_STREAMS}
+        # Input events are CloudEvents: structured content mode (the CloudEvents Kafka binding).
+        self._headers = dict.fromkeys(self._topics.values(), CLOUDEVENTS_HEADERS)
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -146,5 +148,5 @@ class EventPublisher:
             if partition < 0:
                 partition = partition_of[topic, key] = key_partition(key, ids)
             by_partition.setdefault((topic, partition), []).append((key, encode_event(event)))
-        await send_batches(producer, by_partition)
+        await send_batches(producer, by_partition, self._headers)
         return counts

@@ -63,7 +63,7 @@ from gapwatch.core.timebound import FROM_THE_FUTURE, beyond_reason
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import SCALAR_FIGURES, RollingWindows, SegmentKeyer
-from gapwatch.kafka.batches import key_partition, send_batches
+from gapwatch.kafka.batches import CLOUDEVENTS_HEADERS, key_partition, send_batches
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record, excerpt
 from gapwatch.kafka.topics import ensure_named_topics
@@ -174,6 +174,10 @@ class ScorerService:
         self.segment_topic = segment_topic_name(prefix)
         self.scores_topic = topic_name(Stream.SCORES, prefix)
         self.promises_topic = topic_name(Stream.PROMISES, prefix)
+        # Records whose value is a whole CloudEvent say so (the CloudEvents Kafka binding).
+        self.cloudevent_topics = dict.fromkeys(
+            (self.gaps_topic, self.segment_topic, self.promises_topic), CLOUDEVENTS_HEADERS
+        )
         self.deadletter_topic = topic_name(Stream.DEADLETTER, prefix)
         self.producer: AIOKafkaProducer | None = None
         self.starting = asyncio.Lock()
@@ -253,7 +257,7 @@ class ScorerService:
             if ids is None:
                 ids = partitions[topic] = sorted(await producer.partitions_for(topic))
             by_partition.setdefault((topic, key_partition(key, ids)), []).append((key, value))
-        await send_batches(producer, by_partition)
+        await send_batches(producer, by_partition, self.cloudevent_topics)
 
     async def send_changelog(
         self, topic: str, entries: dict[int, list[tuple[bytes, bytes]]]

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, 
 from gapwatch.core.timebound import DEFAULT_MAX_FUTURE_SKEW_SECONDS, not_after
 from gapwatch.core.topics import INPUT_STREAMS, topic_name
 from gapwatch.core.validation import EventRejected, decode_event, encode_event
+from gapwatch.kafka.batches import CLOUDEVENTS_HEADERS
 from gapwatch.kafka.clients import reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 
@@ -86,7 +87,12 @@ async def bulk_ingest(
                         )
                     continue
                 pending.append(
-                    await producer.send(topics[event.stream], encode_event(event), key=event.key)
+                    await producer.send(
+                        topics[event.stream],
+                        encode_event(event),
+                        key=event.key,
+                        headers=list(CLOUDEVENTS_HEADERS),
+                    )
                 )
                 if len(pending) >= CHUNK_EVENTS:
                     await asyncio.gather(*pending)

@@ -127,6 +127,7 @@ async def _open_sink(target: str) -> tuple[Sink, Callable[[], Awaitable[None]]]:
     if target == "kafka":
         from gapwatch.core.topics import topic_name
         from gapwatch.core.validation import encode_event, validate_event
+        from gapwatch.kafka.batches import CLOUDEVENTS_HEADERS
         from gapwatch.kafka.clients import reliable_producer
         from gapwatch.kafka.settings import KafkaSettings
         from gapwatch.settings import load_settings
@@ -140,7 +141,11 @@ async def _open_sink(target: str) -> tuple[Sink, Callable[[], Awaitable[None]]]:
             for raw in events:
                 event = validate_event(raw)
                 topic = topic_name(event.stream, settings.topic_prefix)
-                acks.append(await producer.send(topic, encode_event(event), key=event.key))
+                acks.append(
+                    await producer.send(
+                        topic, encode_event(event), key=event.key, headers=list(CLOUDEVENTS_HEADERS)
+                    )
+                )
             await asyncio.gather(*acks)
 
         return produce, producer.stop

@@ -13,6 +13,7 @@ from gapwatch.core.examples import EXAMPLES
 from gapwatch.core.topics import Stream
 from gapwatch.core.validation import encode_event, validate_event
 from gapwatch.kafka.settings import KafkaSettings
+from tests.integration.cloudevents_check import decoded
 from tests.integration.conftest import IngestProcess, end_offsets, read_topic
 
 pytestmark = pytest.mark.integration
@@ -48,6 +49,9 @@ async def test_single_event_lands_on_its_topic_with_key_and_canonical_payload(
     assert len(records) == 1
     assert records[0].key == b"J-2001"
     assert records[0].value == encode_event(validate_event(doc))
+    # The CloudEvents Kafka binding, structured mode: an SDK reads the same event back.
+    (event,) = decoded(records)
+    assert (event.get_id(), event.get_type()) == (doc["id"], doc["type"])
     assert await end_offsets(kafka, (Stream.TICKETS, Stream.FEEDBACK)) == 0
 
 

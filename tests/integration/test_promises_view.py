@@ -30,6 +30,7 @@ from tests.integration.alerter_support import (
     webhook_receiver,
     write_rules,
 )
+from tests.integration.cloudevents_check import decoded, read_all
 from tests.integration.conftest import stop_process
 from tests.integration.scorer_support import start_scorer
 
@@ -182,6 +183,15 @@ async def test_a_page_names_its_overdue_items_and_the_view_survives_kill_9(
             )
             applied = re.search(r"^gapwatch_alerter_promise_records_total (\S+)$", scrape, re.M)
             assert lagged and applied and float(lagged[1]) >= float(applied[1]) > 0
+            # Issue 24: gap, promise-state and alert records are CloudEvents in structured
+            # mode, as the SDKs' Kafka binding reads them.
+            for stream, kind in (
+                (Stream.GAPS, "gapwatch.gap."),
+                (Stream.PROMISES, "gapwatch.promise.state."),
+                (Stream.ALERTS, "gapwatch.alert."),
+            ):
+                events = decoded(await read_all(kafka, stream))
+                assert events and all(e.get_type().startswith(kind) for e in events), stream
 
             # kill -9, restart: the view is the one before, nothing lost.
             before = await eventually(lambda: view(alerter.url), 30, "the view")

@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gapwatch.kafka.batches import key_partition, send_batches
+from gapwatch.kafka.batches import CLOUDEVENTS_HEADERS, key_partition, send_batches
 
 
 @given(st.binary(max_size=64), st.integers(min_value=1, max_value=48))
@@ -27,11 +27,13 @@ def test_a_key_goes_to_the_partition_aiokafkas_send_would_choose(key: bytes, cou
 class StandInBatch:
     room: int
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    headers: list[Any] = field(default_factory=list)
 
-    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object | None:
+    def append(self, *, key: bytes, value: bytes, timestamp: None, headers: Any) -> object | None:
         if len(self.records) >= self.room:
             return None
         self.records.append((key, value))
+        self.headers.append(headers)
         return object()
 
 
@@ -41,6 +43,7 @@ class StandInProducer:
     def __init__(self, room: int) -> None:
         self.room = room
         self.logs: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        self.headers: dict[str, list[Any]] = {}
         self.batches = 0
 
     def create_batch(self) -> StandInBatch:
@@ -51,6 +54,7 @@ class StandInProducer:
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         ack.set_result(SimpleNamespace(offset=len(log)))  # the batch's base offset
         log.extend(batch.records)
+        self.headers.setdefault(topic, []).extend(batch.headers)
         self.batches += 1
         return ack
 
@@ -74,3 +78,16 @@ async def test_a_record_no_fresh_batch_takes_is_an_error_not_a_loss():
     producer = StandInProducer(room=0)
     with pytest.raises(KafkaError, match="exceeds the batch size"):
         await send_batches(producer, {("t", 0): [(b"a", b"1")]})  # type: ignore[arg-type]
+
+
+async def test_the_records_of_a_topic_carry_its_headers_and_others_none():
+    """The CloudEvents Kafka binding: every record whose value is a CloudEvent says so."""
+    producer = StandInProducer(room=2)
+    records = {
+        ("events", 0): [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")],
+        ("state", 0): [(b"d", b"")],
+    }
+    await send_batches(producer, records, {"events": CLOUDEVENTS_HEADERS})  # type: ignore[arg-type]
+    assert producer.headers["events"] == [list(CLOUDEVENTS_HEADERS)] * 3
+    assert producer.headers["state"] == [None]
+    assert dict(CLOUDEVENTS_HEADERS)["content-type"].startswith(b"application/cloudevents+json")

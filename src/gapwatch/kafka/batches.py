@@ -21,17 +21,28 @@ def key_partition(key: bytes, partitions: Sequence[int]) -> int:
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
+Headers = Sequence[tuple[str, bytes]]
+
+CLOUDEVENTS_HEADERS: Headers = (("content-type", b"application/cloudevents+json; charset=utf-8"),)
+"""The CloudEvents Kafka protocol binding's structured content mode: a record whose value is a
+whole CloudEvent in JSON says so in its `content-type` header, so every CloudEvents SDK reads it."""
+
+
 async def send_batches(
     producer: AIOKafkaProducer,
     records: Mapping[tuple[str, int], Sequence[tuple[bytes, bytes]]],
+    headers: Mapping[str, Headers] | None = None,
 ) -> dict[tuple[str, int], int]:
     """Send each (topic, partition)'s (key, value) records in order, in as few batches as they
-    fit; wait for every acknowledgement; return the newest offset written to each partition."""
+    fit; wait for every acknowledgement; return the newest offset written to each partition.
+    Records of a topic in `headers` carry those headers."""
     sent = []
     for (topic, partition), entries in records.items():
         batch, count = producer.create_batch(), 0
+        wanted = headers.get(topic) if headers else None
+        extra = list(wanted) if wanted else None  # aiokafka's record builder takes a list
         for key, value in entries:
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
                 sent.append(
                     (
                         topic,
@@ -41,7 +52,7 @@ async def send_batches(
                     )
                 )
                 batch, count = producer.create_batch(), 0
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
                     raise KafkaError(f"a record of {len(value)} bytes exceeds the batch size")
             count += 1
         if count:
