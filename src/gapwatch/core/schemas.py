@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gapwatch import __version__
 from gapwatch.core.alerts.events import AlertEvent
+from gapwatch.core.asyncapi import asyncapi_document
 from gapwatch.core.catalog import INPUT_EVENT_MODELS
 from gapwatch.core.examples import ALERT_EXAMPLE, EXAMPLES, GAP_EXAMPLE, PROMISE_STATE_EXAMPLE
 from gapwatch.core.gaps import GapEvent
@@ -99,4 +101,5 @@ def event_schemas() -> dict[str, dict[str, Any]]:
         }
     )
     files["index.json"] = {"events": index}
+    files["asyncapi.json"] = asyncapi_document(index, version=__version__)
     return files
