@@ -55,7 +55,7 @@ from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
 from gapwatch.kafka.settings import KafkaSettings
 from gapwatch.kafka.topics import ensure_topics
 from gapwatch.simulation import Scenario, Simulator
-from gapwatch_scorer.app import ScorerService
+from gapwatch_scorer.app import OutRecord, ScorerService
 from gapwatch_scorer.settings import ScorerSettings
 
 
@@ -175,7 +175,7 @@ async def core_on_aiokafka_rate(
             if started is None and batch:
                 started = time.perf_counter()
             began = time.perf_counter()
-            records: list[tuple[str, bytes, bytes]] = []
+            records: list[OutRecord] = []
             touched: dict[str, tuple[int, Any]] = {}
             for tp, messages in batch.items():
                 scoring = service.partition(tp.partition).scoring

@@ -38,7 +38,7 @@ from gapwatch.core.alerts.rules import AlertsConfig, Rule, Severity
 from gapwatch.core.timebound import FROM_THE_FUTURE
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import consumer, topic_partitions
-from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record
+from gapwatch.kafka.deadletter import DeadLetter, dead_letter
 from gapwatch_alerter.metrics import AlerterMetrics
 from gapwatch_alerter.promise_store import PromiseStore
 from gapwatch_alerter.settings import AlerterSettings
@@ -183,12 +183,12 @@ class Engine:
             heard = dict.fromkeys(self.positions, time.monotonic())  # last records, per partition
             while self.store.leading:
                 batch = await reader.getmany(timeout_ms=200, max_records=20_000)
-                dead: list[tuple[bytes, bytes | None]] = []
+                dead: list[DeadLetter] = []
                 for tp, records in batch.items():
                     for record in records:
                         letter = self._take(record.value, tp, record.offset, record.key, rounds)
                         if letter is not None:
-                            dead.append((letter, dead_letter_key(record.key)))
+                            dead.append(letter)
                         self.positions[tp.partition] = record.offset + 1
                     heard[tp.partition] = time.monotonic()
                 if batch and self.received_at is None:
@@ -206,8 +206,8 @@ class Engine:
                         # alerter that cannot keep up would fall further behind (bench-alerter).
                         rounds = None
                     behind = waiting_for
-                for letter, key in dead:
-                    await self.producer.send(self.deadletter_topic, letter, key=key)
+                for letter in dead:
+                    await self._send_dead_letter(letter)
                 if rounds is not None and behind:
                     continue  # rounds are judged at their own time; the wall clock would skip them
                 due = time.monotonic() - self.last_evaluation >= self.settings.alerter_eval_seconds
@@ -251,7 +251,7 @@ class Engine:
         reader: AIOKafkaConsumer,
         rounds: Rounds[_Waiting],
         behind: set[int],
-        dead: list[tuple[bytes, bytes | None]],
+        dead: list[DeadLetter],
     ) -> None:
         """Apply and judge every round all partitions have read past. With nothing behind, the
         newest round is applied but left for the caller to judge at the wall clock, as live."""
@@ -263,11 +263,11 @@ class Engine:
             for waiting in step.records:
                 letter = self._apply(waiting)
                 if letter is not None:
-                    dead.append((letter, dead_letter_key(waiting.key)))
+                    dead.append(letter)
             if step.last and not behind:
                 break  # caught up: judged at the wall clock like any live round
-            for letter, key in dead:
-                await self.producer.send(self.deadletter_topic, letter, key=key)
+            for letter in dead:
+                await self._send_dead_letter(letter)
             dead.clear()
             await self.evaluate(self._floor(step.as_of), self._resume_offsets(rounds))
         paused = rounds.to_pause(behind, (tp.partition for tp in reader.assignment()))
@@ -287,7 +287,7 @@ class Engine:
         offset: int,
         key: bytes | None,
         rounds: Rounds[_Waiting] | None,
-    ) -> bytes | None:
+    ) -> DeadLetter | None:
         """Put one record in the book, or in `rounds` to wait for its turn; a record that is not
         figures comes back as a dead letter."""
         try:
@@ -309,7 +309,12 @@ class Engine:
         except (orjson.JSONDecodeError, FigureError) as exc:
             return self._dead_letter(exc, tp, offset, key, value)
 
-    def _apply(self, waiting: _Waiting) -> bytes | None:
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
+        await self.producer.send(
+            self.deadletter_topic, letter.value, key=letter.key, headers=letter.headers
+        )
+
+    def _apply(self, waiting: _Waiting) -> DeadLetter | None:
         """Put a record that waited for its round in the book (or return its dead letter)."""
         try:
             self.book.update(waiting.record)
@@ -325,7 +330,7 @@ class Engine:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-    ) -> bytes:
+    ) -> DeadLetter:
         self.metrics.records.labels("dead_letter").inc()
         reason = (
             "not_json"
@@ -335,7 +340,7 @@ class Engine:
             else "bad_figures"
         )
         log.warning("dead-lettering %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc)
-        return dead_letter_record(
+        return dead_letter(
             reason,
             str(exc),
             service="alerter",

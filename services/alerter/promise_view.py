@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.kafka.clients import consumer, topic_partitions
-from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record
+from gapwatch.kafka.deadletter import DeadLetter, dead_letter
 from gapwatch_alerter.metrics import AlerterMetrics
 from gapwatch_alerter.promise_store import PromiseChange, PromiseStore
 from gapwatch_alerter.settings import AlerterSettings
@@ -79,7 +79,7 @@ class PromiseView:
             while self.leading():
                 batch = await reader.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
                 changes: list[PromiseChange] = []
-                letters: list[tuple[bytes, bytes]] = []
+                letters: list[DeadLetter] = []
                 appended: list[int] = []  # Kafka timestamps, ms
                 for tp, records in batch.items():
                     for record in records:
@@ -89,23 +89,23 @@ class PromiseView:
                             changes.append(change)
                         else:
                             letters.append(
-                                (
-                                    dead_letter_key(record.key),
-                                    dead_letter_record(
-                                        "schema_invalid",
-                                        change,
-                                        service="alerter-promises",
-                                        topic=tp.topic,
-                                        partition=tp.partition,
-                                        offset=record.offset,
-                                        key=record.key,
-                                        value=record.value,
-                                    ),
+                                dead_letter(
+                                    "schema_invalid",
+                                    change,
+                                    service="alerter-promises",
+                                    topic=tp.topic,
+                                    partition=tp.partition,
+                                    offset=record.offset,
+                                    key=record.key,
+                                    value=record.value,
+                                    headers=record.headers,
                                 )
                             )
                         positions[tp.partition] = record.offset + 1
-                for key, letter in letters:  # acked before the offsets move past them
-                    await self.producer.send_and_wait(self.deadletter_topic, letter, key=key)
+                for letter in letters:  # acked before the offsets move past them
+                    await self.producer.send_and_wait(
+                        self.deadletter_topic, letter.value, key=letter.key, headers=letter.headers
+                    )
                 if batch:
                     await self.promises.apply(
                         changes, {(self.topic, p): o for p, o in positions.items()}

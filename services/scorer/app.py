@@ -63,9 +63,15 @@ from gapwatch.core.timebound import FROM_THE_FUTURE, beyond_reason
 from gapwatch.core.topics import Stream, topic_name
 from gapwatch.core.validation import EventRejected, Rejection, decode_event
 from gapwatch.core.windows import SCALAR_FIGURES, RollingWindows, SegmentKeyer
-from gapwatch.kafka.batches import CLOUDEVENTS_HEADERS, key_partition, send_batches
+from gapwatch.kafka.batches import (
+    CLOUDEVENTS_HEADERS,
+    Entry,
+    Headers,
+    key_partition,
+    send_batches,
+)
 from gapwatch.kafka.clients import admin_client, consumer, reliable_producer
-from gapwatch.kafka.deadletter import dead_letter_key, dead_letter_record, excerpt
+from gapwatch.kafka.deadletter import DeadLetter, dead_letter, excerpt
 from gapwatch.kafka.topics import ensure_named_topics
 from gapwatch_scorer.collector import freeze_survivors
 from gapwatch_scorer.input_reader import InputReader
@@ -80,15 +86,19 @@ SEEN_GAPS_LIMIT = 200_000
 RESTORE_YIELD_EVERY = 5000
 RESTORED_IDLE_SECONDS = 5.0
 """A partition restored from the store ticks from its saved clocks' time after this long idle."""
+OutRecord = tuple[str, bytes, bytes] | tuple[str, bytes, bytes, Headers]
+"""(topic, key, value), or with the record's own headers (a dead letter's)."""
 WINDOW_FIGURES = tuple(name for name in SCALAR_FIGURES if name != "cancelled")
 """The window figures exported as gauges (cancellations are counted by the outcome counter)."""
 CSAT_BY_GAP_WINDOWS = ("24h", "7d")
 """Windows whose CSAT-by-gap-bucket figures become metrics (bounded: 2 x 6 buckets x 2 stats)."""
 
 
-def dead_letter(reason: str, detail: str, event: EventT, service: str = "scorer") -> bytes:
+def event_dead_letter(
+    reason: str, detail: str, event: EventT, service: str = "scorer"
+) -> DeadLetter:
     message = event.message
-    return dead_letter_record(
+    return dead_letter(
         reason,
         detail,
         service=service,
@@ -97,6 +107,7 @@ def dead_letter(reason: str, detail: str, event: EventT, service: str = "scorer"
         offset=message.offset,
         key=message.key,
         value=message.value,
+        headers=getattr(message, "headers", None),
     )
 
 
@@ -242,21 +253,23 @@ class ScorerService:
             await self.producer.stop()
             self.producer = None
 
-    async def produce(self, records: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """Send (topic, key, value) records, each to its key's partition, in one batch per
-        partition (`send_batches`), and wait for every acknowledgement."""
+    async def produce(self, records: Sequence[OutRecord]) -> None:
+        """Send (topic, key, value[, headers]) records, each to its key's partition, in one
+        batch per partition (`send_batches`), and wait for every acknowledgement."""
         if not records:
             return
         await self.start()
         producer = self.producer
         assert producer is not None
-        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        by_partition: dict[tuple[str, int], list[Entry]] = {}
         partitions: dict[str, list[int]] = {}  # per call: a topic given partitions is seen
-        for topic, key, value in records:
+        for topic, key, *entry in records:
             ids = partitions.get(topic)
             if ids is None:
                 ids = partitions[topic] = sorted(await producer.partitions_for(topic))
-            by_partition.setdefault((topic, key_partition(key, ids)), []).append((key, value))
+            by_partition.setdefault((topic, key_partition(key, ids)), []).append(
+                (key, *entry)  # type: ignore[arg-type]  # value[, headers]
+            )
         await send_batches(producer, by_partition, self.cloudevent_topics)
 
     async def send_changelog(
@@ -281,7 +294,7 @@ class ScorerService:
             )
         return clocks
 
-    def gap_records(self, gap: GapEvent) -> tuple[tuple[str, bytes, bytes], ...]:
+    def gap_records(self, gap: GapEvent) -> tuple[OutRecord, ...]:
         """A gap event's two records: on the gaps topic keyed by item id (for everyone), and on
         the segment topic keyed by its segment (the windows stage's input)."""
         self.metrics.gap_events.labels(gap.data.outcome.value).inc()
@@ -293,9 +306,7 @@ class ScorerService:
         async with self.scoring_turn:
             await self.handle_inputs_in_turn(events, items)
 
-    def promise_records(
-        self, scoring: Scoring, changes: PromiseChanges
-    ) -> list[tuple[str, bytes, bytes]]:
+    def promise_records(self, scoring: Scoring, changes: PromiseChanges) -> list[OutRecord]:
         """The promise-state records of the items a step changed (`gapwatch.promises.v1`)."""
         records = []
         for item_id, at, closed in changes:
@@ -310,7 +321,7 @@ class ScorerService:
 
     async def handle_inputs_in_turn(self, events: Sequence[EventT], items: ItemStore) -> None:
         """Score a batch, produce its gap events and save its items; `scoring_turn` is held."""
-        records: list[tuple[str, bytes, bytes]] = []
+        records: list[OutRecord] = []
         touched: dict[str, tuple[EventT, ItemClock]] = {}
         not_after = self.settings.not_after()  # once a batch: the bound moves with the clock
         changed: dict[int, PromiseChanges] = {}
@@ -393,7 +404,7 @@ class ScorerService:
         self,
         event: EventT,
         items: ItemStore,
-        records: list[tuple[str, bytes, bytes]],
+        records: list[OutRecord],
         touched: dict[str, tuple[EventT, ItemClock]],
         not_after: datetime,
         changes: PromiseChanges,
@@ -452,9 +463,7 @@ class ScorerService:
         changes.note_gaps(gaps)
         touched[decoded.subject] = (event, scoring.items[decoded.subject])
 
-    def _dead(
-        self, reason: str, detail: str, event: EventT, service: str = "scorer"
-    ) -> tuple[str, bytes, bytes]:
+    def _dead(self, reason: str, detail: str, event: EventT, service: str = "scorer") -> OutRecord:
         self.metrics.dead_letters.labels(reason).inc()
         log.warning(
             "dead letter (%s) from %s[%s]@%s: %s",
@@ -464,8 +473,8 @@ class ScorerService:
             event.message.offset,
             excerpt(detail, 300),  # a detail may quote user data: logs stay bounded
         )
-        record = dead_letter(reason, detail, event, service)
-        return (self.deadletter_topic, dead_letter_key(event.message.key), record)
+        letter = event_dead_letter(reason, detail, event, service)
+        return (self.deadletter_topic, letter.key, letter.value, letter.headers)
 
     def _report_clamped(self, scoring: Scoring) -> None:
         if scoring.clamped:
@@ -634,7 +643,7 @@ class ScorerService:
                 _report_unreadable(part.scoring)
         await self.produce(records)
 
-    async def export_open_counts(self) -> list[tuple[str, bytes, bytes]]:
+    async def export_open_counts(self) -> list[OutRecord]:
         """Open / at-risk / overdue gauges of this worker's items, and their snapshot records.
 
         Counting visits every item in memory, so it pauses every few thousand items and lets
@@ -689,7 +698,7 @@ class ScorerService:
         open_: int,
         at_risk: int,
         overdue: int,
-    ) -> tuple[str, bytes, bytes]:
+    ) -> OutRecord:
         record = {
             "kind": "open",
             "segment": dict(segment),
@@ -705,7 +714,7 @@ class ScorerService:
     # --- stage 2: windows ------------------------------------------------------------------
 
     async def handle_gaps(self, events: Sequence[EventT]) -> None:
-        letters: list[tuple[str, bytes, bytes]] = []
+        letters: list[OutRecord] = []
         not_after = self.settings.not_after()
         for event in events:
             message = event.message
@@ -824,7 +833,7 @@ class ScorerService:
         if gap.outcome in (Outcome.MET, Outcome.BREACHED):
             m.promised_seconds.labels(*values, kind).observe(gap.promised_seconds)
 
-    def snapshot_records(self) -> list[tuple[str, bytes, bytes]]:
+    def snapshot_records(self) -> list[OutRecord]:
         records = []
         window: dict[tuple[str, ...], float] = {}
         by_gap: dict[tuple[str, ...], float] = {}

@@ -30,6 +30,10 @@ class Record:
     def timestamp(self) -> float:
         return float(self.record.timestamp) / 1000.0
 
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return list(self.record.headers or ())
+
 
 @dataclass(eq=False)
 class Undelivered:

@@ -202,6 +202,12 @@ async def test_hostile_records_get_their_own_reasons_and_fitting_dead_letters(
         assert [g["reason"] for g in got] == [reason for _, _, reason in wanted]
         for (value, key, _), letter, record in zip(wanted, got, letters, strict=True):
             assert len(record.value) + len(record.key or b"") < broker_limit
+            # Where it came from and why, as Kafka Connect names its dead-letter context.
+            context = dict(record.headers)
+            assert context["__connect.errors.topic"] == tickets.encode()
+            assert context["__connect.errors.offset"] == str(letter["offset"]).encode()
+            assert context["__connect.errors.partition"] == str(letter["partition"]).encode()
+            assert context["__connect.errors.exception.class.name"] == letter["reason"].encode()
             assert letter["value_size"] == len(value)
             if letter["copied"]:
                 assert orjson.loads(orjson.dumps(letter))["value_b64"]

@@ -84,7 +84,7 @@ async def test_an_event_of_an_item_whose_saved_state_is_unreadable_is_dead_lette
     topic = topic_name(Stream.TICKETS, "")
     event = Event(Message(topic, 0, 0, b"T-1", orjson.dumps(reply)))
     await service.handle_inputs([event], table)  # type: ignore[list-item]
-    letters = [orjson.loads(v) for t, _, v in produced if t.endswith("deadletter.v1")]
+    letters = [orjson.loads(r[2]) for r in produced if r[0].endswith("deadletter.v1")]
     assert [(d["reason"], d["offset"]) for d in letters] == [("state_unreadable", 0)]
     assert "T-1" in letters[0]["detail"]
     assert scoring.items["T-1"].resting and table.by_id["T-1"] == original  # no blank clock saved

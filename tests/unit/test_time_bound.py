@@ -316,3 +316,46 @@ def test_replay_checks_until_before_any_work(tmp_path: Path, until: str):
     assert run.returncode == 2
     assert "expected e.g. 2026-03-31T00:00:00+00:00" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_dead_letter_headers_carry_the_original_headers_and_where_it_came_from():
+    from gapwatch.kafka.deadletter import HEADERS_LIMIT, dead_letter
+
+    original = [("traceparent", b"00-abc-def-01"), ("empty", None)]
+    letter = dead_letter(
+        "schema_invalid",
+        "data.team: too long",
+        service="scorer",
+        topic="gapwatch.tickets.v1",
+        partition=3,
+        offset=41,
+        key=b"T-1",
+        value=b"{}",
+        headers=original,
+    )
+    assert letter.key == b"T-1" and orjson.loads(letter.value)["offset"] == 41
+    assert letter.headers == [
+        ("traceparent", b"00-abc-def-01"),
+        ("empty", b""),
+        ("__connect.errors.topic", b"gapwatch.tickets.v1"),
+        ("__connect.errors.partition", b"3"),
+        ("__connect.errors.offset", b"41"),
+        ("__connect.errors.exception.class.name", b"schema_invalid"),
+        ("__connect.errors.exception.message", b"data.team: too long"),
+    ]
+    # Headers beyond the bound are counted, not copied: the letter still fits on its topic.
+    huge = [(f"h{i}", b"x" * 1000) for i in range(200)]
+    bounded = dead_letter(
+        "x",
+        "y",
+        service="s",
+        topic="t",
+        partition=0,
+        offset=0,
+        key=None,
+        value=None,
+        headers=huge,
+    )
+    kept = [h for h in bounded.headers if h[0].startswith("h")]
+    assert sum(len(n) + len(v) for n, v in kept) <= HEADERS_LIMIT < 200 * 1002
+    assert ("gapwatch.dlq.headers.dropped", str(200 - len(kept)).encode()) in bounded.headers

@@ -22,6 +22,8 @@ def key_partition(key: bytes, partitions: Sequence[int]) -> int:
 
 
 Headers = Sequence[tuple[str, bytes]]
+Entry = tuple[bytes, bytes] | tuple[bytes, bytes, Headers]
+"""(key, value), or (key, value, headers of this record alone)."""
 
 CLOUDEVENTS_HEADERS: Headers = (("content-type", b"application/cloudevents+json; charset=utf-8"),)
 """The CloudEvents Kafka protocol binding's structured content mode: a record whose value is a
@@ -30,19 +32,20 @@ whole CloudEvent in JSON says so in its `content-type` header, so every CloudEve
 
 async def send_batches(
     producer: AIOKafkaProducer,
-    records: Mapping[tuple[str, int], Sequence[tuple[bytes, bytes]]],
+    records: Mapping[tuple[str, int], Sequence[Entry]],
     headers: Mapping[str, Headers] | None = None,
 ) -> dict[tuple[str, int], int]:
     """Send each (topic, partition)'s (key, value) records in order, in as few batches as they
     fit; wait for every acknowledgement; return the newest offset written to each partition.
-    Records of a topic in `headers` carry those headers."""
+    Records of a topic in `headers` carry those headers; a record with its own carries those."""
     sent = []
     for (topic, partition), entries in records.items():
         batch, count = producer.create_batch(), 0
         wanted = headers.get(topic) if headers else None
         extra = list(wanted) if wanted else None  # aiokafka's record builder takes a list
-        for key, value in entries:
-            if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
+        for key, value, *own in entries:
+            mine = list(own[0]) if own else extra
+            if batch.append(key=key, value=value, timestamp=None, headers=mine) is None:
                 sent.append(
                     (
                         topic,
@@ -52,7 +55,7 @@ async def send_batches(
                     )
                 )
                 batch, count = producer.create_batch(), 0
-                if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
+                if batch.append(key=key, value=value, timestamp=None, headers=mine) is None:
                     raise KafkaError(f"a record of {len(value)} bytes exceeds the batch size")
             count += 1
         if count:

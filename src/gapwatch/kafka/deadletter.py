@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,41 @@ KEY_LIMIT = 256
 """A longer original key is replaced by its digest as the dead letter's own key."""
 DETAIL_LIMIT = 2000
 """Characters of the human detail kept."""
+HEADERS_LIMIT = 64 * 1024
+"""Bytes of the original's headers carried over; the rest are counted, not copied."""
+
+
+def dead_letter_headers(
+    reason: str,
+    detail: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    original: Sequence[tuple[str, bytes | None]] | None = None,
+) -> list[tuple[str, bytes]]:
+    """The dead letter's Kafka headers: the original record's own (up to `HEADERS_LIMIT` bytes),
+    then where it came from and why, under the names Kafka Connect gives its dead-letter
+    context (`__connect.errors.topic`, `.partition`, `.offset`, `.exception.class.name` = the
+    reason, `.exception.message`), so tools that read those read these."""
+    out: list[tuple[str, bytes]] = []
+    size = dropped = 0
+    for name, value in original or ():
+        size += len(name) + len(value or b"")
+        if size > HEADERS_LIMIT:
+            dropped += 1
+            continue
+        out.append((name, value or b""))
+    out += [
+        ("__connect.errors.topic", topic.encode()),
+        ("__connect.errors.partition", str(partition).encode()),
+        ("__connect.errors.offset", str(offset).encode()),
+        ("__connect.errors.exception.class.name", reason.encode()),
+        ("__connect.errors.exception.message", detail[:DETAIL_LIMIT].encode()),
+    ]
+    if dropped:
+        out.append(("gapwatch.dlq.headers.dropped", str(dropped).encode()))
+    return out
 
 
 def dead_letter_record(
@@ -84,3 +121,44 @@ def excerpt(data: bytes | str | None, limit: int = 64) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead letter ready to send: its own key, its JSON value and its headers."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def dead_letter(
+    reason: str,
+    detail: str,
+    *,
+    service: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
+) -> DeadLetter:
+    """The dead letter of one record (`dead_letter_key`, `dead_letter_record`,
+    `dead_letter_headers`), as every service writes it."""
+    return DeadLetter(
+        dead_letter_key(key),
+        dead_letter_record(
+            reason,
+            detail,
+            service=service,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+        ),
+        dead_letter_headers(
+            reason, detail, topic=topic, partition=partition, offset=offset, original=headers
+        ),
+    )
