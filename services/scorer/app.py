@@ -196,6 +196,9 @@ class ScorerService:
         self.declare_topics: Callable[[], Awaitable[None]] | None = None
         self.loaded: set[int] = set()
         self.loading: set[int] = set()  # restoring now: neither ticks nor publishes open counts
+        # The input partitions of the latest assignment; None before the first one. The worker
+        # is ready (`/readyz`) once all of them are loaded.
+        self.assigned: set[int] | None = None
         self.rebalances = 0  # revocations so far: a restore under way stops at one
         self.events_scored = 0  # as `gapwatch_scorer_events_total`, for `/healthz`
         # One batch at a time: the input reader's, or a restore's adoption (`_adopt_restored`).
@@ -507,6 +510,7 @@ class ScorerService:
         few thousand items so heartbeats and input keep flowing. A partition counts as loaded
         (it ticks and publishes open counts) only once all its items are in.
         """
+        self.assigned = set(assigned)
         for number in self.loaded - assigned:
             self.clocks.pop(number, None)
         rebalances = self.rebalances
@@ -1023,6 +1027,21 @@ def create_app(settings: ScorerSettings, registry: CollectorRegistry | None = No
                 status=503,
             )
         return web.json({"status": "ok", "events_scored": service.events_scored})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        # Ready once every assigned input partition is restored (its saved clocks back, its
+        # timers running): a rolling update that moved on before would leave breaches late.
+        assigned = service.assigned
+        waiting = sorted((assigned or set()) - service.loaded)
+        ready = assigned is not None and not waiting and not service.failing
+        body = {
+            "status": "ready" if ready else "not ready",
+            "assigned": sorted(assigned or ()),
+            "restoring": waiting,
+            "failing": service.failing,
+        }
+        return web.json(body, status=200 if ready else 503)
 
     stages: list[asyncio.Task[Any]] = []
 

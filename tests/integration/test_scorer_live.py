@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -239,6 +240,18 @@ async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: P
         os.kill(scorer.process.pid, signal.SIGKILL)
         scorer.process.wait(10)
         scorer = start_scorer(kafka, tmp_path, "k", **env)
+        # Ready (the k8s readiness probe) only once every assigned partition is restored.
+        readiness: dict[str, Any] = {}
+        for _ in range(240):
+            answer = httpx.get(scorer.url + "/readyz", timeout=5)
+            readiness = answer.json()
+            if answer.status_code == 200:
+                break
+            assert readiness["status"] == "not ready", readiness
+            await asyncio.sleep(0.5)
+        assert readiness["status"] == "ready", readiness
+        assert readiness["assigned"] == list(range(kafka.kafka_partitions))
+        assert readiness["restoring"] == []
         total_expected = len(want.gap_events)
         deadline = time.monotonic() + 240
         live: dict[str, Any] = {}
