@@ -6,6 +6,7 @@ import fnmatch
 import json
 import os
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -42,6 +43,7 @@ SECRETS_OF = {
 }
 K8S_BASE = ROOT / "deploy" / "k8s" / "base"
 K8S_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
+PROMETHEUS_RULES = ROOT / "deploy" / "prometheus" / "rules"
 CONFIG_DIR = ROOT / "deploy" / "config"
 
 LOCAL_ALERTMANAGER = "http://127.0.0.1:19094"
@@ -911,3 +913,67 @@ def test_k8s_overlay_changes_namespace_image_and_replicas() -> None:
     assert images == {"registry.example.com/gapwatch:0.1.0"}
     scorer = ("StatefulSet", "gapwatch-scorer")
     assert overlay[scorer]["spec"]["replicas"] != base[scorer]["spec"]["replicas"]
+
+
+def test_k8s_workloads_spread_over_nodes_and_zones_and_mount_kafka_tls(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Issue 24: replicas spread where the cluster has room; Kafka TLS files can be mounted."""
+    for name, workload in workloads(rendered).items():
+        spec = workload["spec"]["template"]["spec"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["kafka-tls"]["secret"] == {
+            "secretName": "gapwatch-kafka-tls",
+            "optional": True,  # a cluster without TLS starts all the same
+        }, name
+        for container in spec["containers"]:
+            mounts = {m["name"]: m for m in container["volumeMounts"]}
+            assert mounts["kafka-tls"]["mountPath"] == "/etc/gapwatch-kafka-tls", name
+            assert mounts["kafka-tls"]["readOnly"] is True, name
+        if workload["kind"] == "Job":
+            continue
+        spread = spec["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {
+            "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+        }, name
+        for constraint in spread:
+            selector = constraint["labelSelector"]["matchLabels"]
+            assert selector.items() <= labels.items(), f"{name}: spreads other pods"
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", name
+
+
+def test_k8s_prometheus_operator_component_scrapes_the_services_and_holds_the_rules(
+    rendered: list[dict[str, Any]],
+) -> None:
+    component = K8S_BASE.parent / "components" / "prometheus-operator"
+    kustomization = yaml.safe_load((component / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    resources = [d for r in kustomization["resources"] for d in load_documents(component / r)]
+    (monitor,) = [r for r in resources if r["kind"] == "ServiceMonitor"]
+    (rules,) = [r for r in resources if r["kind"] == "PrometheusRule"]
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        r
+        for r in rendered
+        if r["kind"] == "Service" and wanted.items() <= r["metadata"]["labels"].items()
+    ]
+    assert {s["metadata"]["name"] for s in services} == {
+        "gapwatch-ingest",
+        "gapwatch-scorer",
+        "gapwatch-alerter",
+    }
+    (endpoint,) = monitor["spec"]["endpoints"]
+    for service in services:
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # The PrometheusRule is the repo's rule files, unchanged (render.py writes it).
+    groups = []
+    for name in ("recording.yml", "alerts.yml"):
+        groups += yaml.safe_load((PROMETHEUS_RULES / name).read_text())["groups"]
+    assert rules["spec"]["groups"] == groups, (
+        "run deploy/k8s/components/prometheus-operator/render.py"
+    )
+    render = runpy.run_path(str(component / "render.py"))
+    assert (component / "prometheusrule.yaml").read_text() == render["rendered"](), "stale"
