@@ -26,14 +26,14 @@ from gapwatch.core.gaps import Outcome
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.windows import WINDOWS, GapBucket
 from gapwatch_scorer.app import CSAT_BY_GAP_WINDOWS, WINDOW_FIGURES
-from gapwatch_scorer.metrics import ScorerMetrics, publish_series
+from gapwatch_scorer.metrics import WINDOW_SERIES, ScorerMetrics, publish_series
 
 LABELS = ("team", "region", "priority")
 OPEN_STATES = ("open", "at_risk", "overdue")
 
 
 def fill(metrics: ScorerMetrics, segments: int, kinds: tuple[str, ...]) -> None:
-    window: dict[tuple[str, ...], float] = {}
+    window: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in metrics.window}
     by_gap: dict[tuple[str, ...], float] = {}
     opened: dict[tuple[str, ...], float] = {}
     # The overflow segment is one more series set beside the admitted ones.
@@ -47,7 +47,8 @@ def fill(metrics: ScorerMetrics, segments: int, kinds: tuple[str, ...]) -> None:
             metrics.delivered_seconds.labels(*values, kind).observe(900.0)
             for spec in WINDOWS:
                 for figure in WINDOW_FIGURES:
-                    window[(*values, kind, spec.name, figure)] = 1.0
+                    metric, extra = WINDOW_SERIES[figure]
+                    window[metric][(*values, kind, spec.name, *extra)] = 1.0
             for name in CSAT_BY_GAP_WINDOWS:
                 for bucket in GapBucket:
                     for stat in ("sum", "count"):
@@ -56,8 +57,10 @@ def fill(metrics: ScorerMetrics, segments: int, kinds: tuple[str, ...]) -> None:
                 opened[(*values, kind, state)] = 1.0
         for spec in WINDOWS:
             for figure in ("ftf_rate", "ftf_count"):
-                window[(*values, "none", spec.name, figure)] = 1.0
-    publish_series(metrics.window, window, set())
+                metric, extra = WINDOW_SERIES[figure]
+                window[metric][(*values, "none", spec.name, *extra)] = 1.0
+    for name, gauge in metrics.window.items():
+        publish_series(gauge, window[name], set())
     publish_series(metrics.csat_by_gap, by_gap, set())
     publish_series(metrics.open, opened, set())
 

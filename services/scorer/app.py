@@ -77,7 +77,7 @@ from gapwatch_scorer.collector import freeze_survivors
 from gapwatch_scorer.input_reader import InputReader
 from gapwatch_scorer.item_store import ItemStore, PartitionNotHeld, RocksItemStore, item_key
 from gapwatch_scorer.loop_lag import watch_loop_lag
-from gapwatch_scorer.metrics import ScorerMetrics, publish_series
+from gapwatch_scorer.metrics import WINDOW_SERIES, ScorerMetrics, publish_series
 from gapwatch_scorer.segment_reader import SegmentReader
 from gapwatch_scorer.settings import ScorerSettings
 
@@ -175,8 +175,8 @@ class ScorerService:
         # The label values of each snapshot gauge's series, as last published.
         self.series: dict[str, set[tuple[str, ...]]] = {
             "open": set(),
-            "window": set(),
             "csat_by_gap": set(),
+            **{name: set() for name in self.metrics.window},
         }
         self.keyer = SegmentKeyer(labels, settings.scorer_segment_cap)
         prefix = settings.topic_prefix
@@ -839,7 +839,8 @@ class ScorerService:
 
     def snapshot_records(self) -> list[OutRecord]:
         records = []
-        window: dict[tuple[str, ...], float] = {}
+        # metric -> label values -> value (`WINDOW_SERIES` names each figure's metric).
+        window: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in self.metrics.window}
         by_gap: dict[tuple[str, ...], float] = {}
         now = datetime.now(UTC)
         lead = timedelta(seconds=self.settings.scorer_windows_lead_seconds)
@@ -857,14 +858,16 @@ class ScorerService:
                     # Job completions (first-time fix) belong to no promise: kind "none".
                     if figures.ftf_rate is not None:
                         for name in ("ftf_rate", "ftf_count"):
-                            value = getattr(figures, name)
-                            window[(*values, "none", figures.window, name)] = value
+                            metric, extra = WINDOW_SERIES[name]
+                            key = (*values, "none", figures.window, *extra)
+                            window[metric][key] = getattr(figures, name)
                     continue
                 kind = figures.promise_kind.value
                 for name in WINDOW_FIGURES:
                     value = getattr(figures, name)
                     if value is not None:
-                        window[(*values, kind, figures.window, name)] = value
+                        metric, extra = WINDOW_SERIES[name]
+                        window[metric][(*values, kind, figures.window, *extra)] = value
                 if figures.window in CSAT_BY_GAP_WINDOWS:
                     for bucket, csat in figures.csat_by_gap_bucket.items():
                         if csat.count and csat.mean is not None:
@@ -875,7 +878,8 @@ class ScorerService:
                 key = _segment_key(tuple(sorted(figures.segment.items())))
                 records.append((self.scores_topic, key, orjson.dumps(record)))
         metrics, series = self.metrics, self.series
-        series["window"] = publish_series(metrics.window, window, series["window"])
+        for name, gauge in metrics.window.items():
+            series[name] = publish_series(gauge, window[name], series[name])
         series["csat_by_gap"] = publish_series(metrics.csat_by_gap, by_gap, series["csat_by_gap"])
         return records
 

@@ -64,14 +64,57 @@ class ScorerMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
-        self.window = Gauge(
-            "gapwatch_window_value",
-            "Rolling window figures per segment, kind and window (figure: attainment, gap_p90...).",
-            [*labels, "window", "figure"],
-            registry=registry,
-        )
+        # The rolling windows' figures: one metric per quantity, in base units. `window` is
+        # 5m..7d; `percentile` (50, 90, 99) a DDSketch estimate (1 % relative accuracy) of the
+        # window's values (not `quantile`: these are gauges, and that label is a summary's).
+        win = [*labels, "window"]
+        self.window: dict[str, Gauge] = {
+            name: Gauge(name, text, win + extra, registry=registry)
+            for name, text, extra in (
+                (
+                    "gapwatch_window_outcomes",
+                    "Promise outcomes in the rolling window (outcome: met, breached, "
+                    "delivered_late, at_risk).",
+                    ["outcome"],
+                ),
+                (
+                    "gapwatch_window_attainment_ratio",
+                    "Met / (met + breached) in the rolling window.",
+                    [],
+                ),
+                (
+                    "gapwatch_window_gap_seconds",
+                    "Quantiles of delivered minus due time (negative = early) in the window.",
+                    ["percentile"],
+                ),
+                (
+                    "gapwatch_window_promised_seconds",
+                    "Quantiles of the promised response time of promises due in the window.",
+                    ["percentile"],
+                ),
+                (
+                    "gapwatch_window_delivered_seconds",
+                    "Quantiles of the delivered response time of deliveries in the window.",
+                    ["percentile"],
+                ),
+                ("gapwatch_window_csat_score", "Mean CSAT (1-5) in the window.", []),
+                ("gapwatch_window_csat_answers", "CSAT answers in the window.", []),
+                ("gapwatch_window_nps_score", "NPS (-100..100) in the window.", []),
+                ("gapwatch_window_nps_answers", "NPS answers in the window.", []),
+                (
+                    "gapwatch_window_first_time_fix_ratio",
+                    "Jobs fixed on the first visit / completed jobs in the window (kind none).",
+                    [],
+                ),
+                (
+                    "gapwatch_window_first_time_fix_jobs",
+                    "Completed jobs in the window (kind none).",
+                    [],
+                ),
+            )
+        }
         self.csat_by_gap = Gauge(
-            "gapwatch_csat_by_gap_bucket",
+            "gapwatch_window_csat_by_gap",
             "CSAT answers by how late the item was over the 24h and 7d windows. bucket: early "
             "(delivered with more than GAPWATCH_SCORER_ON_TIME_SHARE of the promised time to "
             "spare), on_time (the rest up to the due time), late_lt_15m, late_15_60m, "
@@ -172,6 +215,30 @@ class ScorerMetrics:
         )
         for outcome in Outcome:
             self.gap_events.labels(outcome.value)
+
+
+WINDOW_SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "met": ("gapwatch_window_outcomes", ("met",)),
+    "breached": ("gapwatch_window_outcomes", ("breached",)),
+    "delivered_late": ("gapwatch_window_outcomes", ("delivered_late",)),
+    "at_risk": ("gapwatch_window_outcomes", ("at_risk",)),
+    "attainment": ("gapwatch_window_attainment_ratio", ()),
+    "gap_p50": ("gapwatch_window_gap_seconds", ("50",)),
+    "gap_p90": ("gapwatch_window_gap_seconds", ("90",)),
+    "gap_p99": ("gapwatch_window_gap_seconds", ("99",)),
+    "promised_p50": ("gapwatch_window_promised_seconds", ("50",)),
+    "promised_p90": ("gapwatch_window_promised_seconds", ("90",)),
+    "delivered_p50": ("gapwatch_window_delivered_seconds", ("50",)),
+    "delivered_p90": ("gapwatch_window_delivered_seconds", ("90",)),
+    "csat_mean": ("gapwatch_window_csat_score", ()),
+    "csat_count": ("gapwatch_window_csat_answers", ()),
+    "nps": ("gapwatch_window_nps_score", ()),
+    "nps_count": ("gapwatch_window_nps_answers", ()),
+    "ftf_rate": ("gapwatch_window_first_time_fix_ratio", ()),
+    "ftf_count": ("gapwatch_window_first_time_fix_jobs", ()),
+}
+"""Each window figure (`WindowFigures` field) -> its metric and the values of the metric's own
+labels after (segment, kind, window)."""
 
 
 def publish_series(

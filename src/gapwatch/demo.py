@@ -163,17 +163,24 @@ class View:
         met: dict[str, float] = {}
         total: dict[str, float] = {}
         gap: dict[str, float] = {}
-        for labels, value in scorer.get("gapwatch_window_value", []):
-            if labels.get("kind") != "first_response" or labels.get("window") != "1h":
-                continue
+
+        def first_responses_1h(name: str) -> list[tuple[dict[str, str], float]]:
+            return [
+                (labels, value)
+                for labels, value in scorer.get(name, [])
+                if labels.get("kind") == "first_response" and labels.get("window") == "1h"
+            ]
+
+        for labels, value in first_responses_1h("gapwatch_window_outcomes"):
             team = labels.get("team", "?")
-            figure = labels.get("figure")
-            if figure == "met":
+            if labels.get("outcome") == "met":
                 met[team] = met.get(team, 0) + value
                 total[team] = total.get(team, 0) + value
-            elif figure == "breached":
+            elif labels.get("outcome") == "breached":
                 total[team] = total.get(team, 0) + value
-            elif figure == "gap_p90":
+        for labels, value in first_responses_1h("gapwatch_window_gap_seconds"):
+            if labels.get("quantile") == "0.9":
+                team = labels.get("team", "?")
                 gap[team] = max(gap.get(team, float("-inf")), value)
         for team in total:
             teams.setdefault(team, {})["attainment"] = (

@@ -183,6 +183,8 @@ def metric_names(expr: str) -> set[str]:
     """Metric names an expr reads: identifiers that are not functions, aggregations, keywords,
     label names (in matchers and grouping clauses), numbers or durations."""
     names = set(re.findall(r'__name__\s*=\s*"([A-Za-z_:][\w:]*)"', expr))
+    for alternatives in re.findall(r'__name__\s*=~\s*"([\w:|]+)"', expr):  # a|b: both read
+        names.update(alternatives.split("|"))
     text = STRING.sub('""', expr)
     text = re.sub(r"\{[^{}]*\}", " ", text)  # label matchers
     text = re.sub(r"\[[^\[\]]*\]", " ", text)  # ranges and subqueries
@@ -288,6 +290,7 @@ def test_substitute_fills_every_variable_form():
             {"m", "other:recorded"},
         ),
         ('1e-9 * sum(rate({__name__="by_name", job="by"}[1h:5m])) + Inf', {"by_name"}),
+        ('{__name__=~"one_seconds|two_seconds", quantile="0.5"}', {"one_seconds", "two_seconds"}),
         ('label_replace(up, "dst", "$1", "src", "(.*)") and topk(5, z)', {"up", "z"}),
     ],
 )

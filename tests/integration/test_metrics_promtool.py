@@ -91,7 +91,7 @@ def wait_for_windows(scorer: ScorerProcess, timeout: float = 120) -> str:
         scrape = scorer.metrics()
         found = samples(scrape)
         events = total(found, "gapwatch_scorer_events_total")
-        windows = sum(1 for name, _ in found if name == "gapwatch_window_value")
+        windows = sum(1 for name, _ in found if name == "gapwatch_window_outcomes")
         if events > 0 and windows > 0:
             return scrape
         if scorer.process.poll() is not None or time.monotonic() > deadline:
@@ -142,7 +142,7 @@ def test_the_cost_of_lateness_baseline_has_data_on_the_simulators_stream(
             found = samples(scorer.metrics())
             counts: dict[str, float] = {}
             for (name, labels), value in found.items():
-                if name == "gapwatch_csat_by_gap_bucket" and ("stat", "count") in labels:
+                if name == "gapwatch_window_csat_by_gap" and ("stat", "count") in labels:
                     bucket = dict(labels)["bucket"]
                     counts[bucket] = counts.get(bucket, 0) + value
             others = sum(v for b, v in counts.items() if b != "on_time")

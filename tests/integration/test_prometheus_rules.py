@@ -159,10 +159,12 @@ def exported() -> dict[str, frozenset[str]]:
         AlerterMetrics(registry),
     )
     for owner in owners:
-        for metric in vars(owner).values():
-            # _labelnames: prometheus_client keeps no public accessor for a metric's label names.
-            if isinstance(metric, MetricWrapperBase) and metric._labelnames:
-                metric.labels(*("x",) * len(metric._labelnames))
+        for attribute in vars(owner).values():
+            # A family of metrics (the scorer's window gauges) is a dict of them.
+            for metric in attribute.values() if isinstance(attribute, dict) else [attribute]:
+                # _labelnames: prometheus_client keeps no public accessor for label names.
+                if isinstance(metric, MetricWrapperBase) and metric._labelnames:
+                    metric.labels(*("x",) * len(metric._labelnames))
     found: dict[str, set[str]] = {}
     for family in registry.collect():
         for sample in family.samples:
