@@ -345,7 +345,21 @@ async def test_every_charted_metric_is_exported_by_the_running_services(
     resolved = copy.deepcopy(EXAMPLES["gapwatch.ticket.resolved.v1"])
     resolved.update(id="dashboards-resolved-1", subject=replied["subject"], time=at)
     resolved["data"].update(ticket_id=replied["subject"], resolved_at=at)
-    extra = [resolved, feedback]  # feedback joins its item once the item is resolved
+    # A job fixed on its first visit, so the first-time-fix gauges exist.
+    created = (start + timedelta(minutes=1)).isoformat()
+    job = copy.deepcopy(EXAMPLES["gapwatch.job.scheduled.v1"])
+    job.update(id="dashboards-job-1", subject="J-dash-1", time=created)
+    job["data"].update(
+        job_id="J-dash-1",
+        created_at=created,
+        window={"start": created, "end": (start + timedelta(hours=3)).isoformat()},
+        promised_completion_at=(start + timedelta(hours=4)).isoformat(),
+    )
+    completed = copy.deepcopy(EXAMPLES["gapwatch.job.completed.v1"])
+    completed.update(id="dashboards-job-1-done", subject="J-dash-1", time=at)
+    completed["data"].update(job_id="J-dash-1", completed_at=at, fixed=True)
+    # feedback joins its item once the item is resolved
+    extra = [resolved, feedback, job, completed]
     stream.write_bytes(b"\n".join(orjson.dumps(e) for e in [*events, *extra]) + b"\n")
     hook = FlakyWebhook()
     await hook.start()
