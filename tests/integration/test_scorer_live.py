@@ -243,7 +243,11 @@ async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: P
         # Ready (the k8s readiness probe) only once every assigned partition is restored.
         readiness: dict[str, Any] = {}
         for _ in range(240):
-            answer = httpx.get(scorer.url + "/readyz", timeout=5)
+            try:
+                answer = httpx.get(scorer.url + "/readyz", timeout=5)
+            except httpx.TransportError:  # its web server not listening yet: not ready either
+                await asyncio.sleep(0.5)
+                continue
             readiness = answer.json()
             if answer.status_code == 200:
                 break
