@@ -329,7 +329,27 @@ def test_recording_rule_names_follow_level_metric_operations() -> None:
         level, metric, operations = name.split(":")
         assert metric.startswith("gapwatch_") and not metric.endswith("_total"), name
         assert set(level.split("_")) <= {*SEGMENT_LABELS, "kind", "outcome", "state", "le"}, name
-        assert re.fullmatch(r"(ratio_|p50_|p90_)?rate(5m|30m|1h|6h|1d)|sum", operations), name
+        assert re.fullmatch(
+            r"(ratio_|p50_|p90_)?rate(5m|30m|1h|2h|6h|1d|3d|28d)|sum|ratio|days", operations
+        ), name
+
+
+def test_slo_figures_follow_the_alerters_objectives_and_all_four_window_pairs() -> None:
+    """Issue 24: what SLO tools give: objective and period as metrics, burn over the SRE
+    workbook's four window pairs, and the error budget remaining over the period."""
+    config = AlertsConfig.model_validate(load(ALERTER_RULES))
+    recorded = {r["record"]: r["expr"] for r in rules(PROMETHEUS / "rules" / "recording.yml")}
+    objective = recorded["kind:gapwatch_slo_objective:ratio"]
+    for rule in config.rules:
+        if isinstance(rule.condition, BurnRateCondition):
+            (kind,) = rule.promise_kinds
+            wanted = f'label_replace(vector({rule.condition.objective:g}), "kind", "{kind}"'
+            assert wanted in objective, (rule.name, objective)
+    for long, short in (("1h", "5m"), ("6h", "30m"), ("1d", "2h"), ("3d", "6h")):
+        for window in (long, short):
+            assert f"team_kind:gapwatch_slo_burn:ratio_rate{window}" in recorded, window
+    assert "team_kind:gapwatch_slo_error_budget_remaining:ratio_rate28d" in recorded
+    assert "kind:gapwatch_slo_period:days" in recorded
 
 
 def test_alerts_carry_severity_for_and_runbooks() -> None:
