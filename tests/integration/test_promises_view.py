@@ -192,6 +192,9 @@ async def test_a_page_names_its_overdue_items_and_the_view_survives_kill_9(
             ):
                 events = decoded(await read_all(kafka, stream))
                 assert events and all(e.get_type().startswith(kind) for e in events), stream
+                # `dataschema` names the published schema of what gapwatch itself produces.
+                published = f"https://gapwatch.dev/schemas/{kind}v1.schema.json"
+                assert {e.get_dataschema() for e in events} == {published}, stream
 
             # kill -9, restart: the view is the one before, nothing lost.
             before = await eventually(lambda: view(alerter.url), 30, "the view")

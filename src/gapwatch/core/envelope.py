@@ -12,6 +12,15 @@ from pydantic_core import PydanticCustomError
 from gapwatch.core.fields import EventId, ItemId, Source, Timestamp
 from gapwatch.core.topics import Stream
 
+SCHEMA_BASE_URI = "https://gapwatch.dev/schemas/"
+"""Where the published JSON Schemas live: `schemas/` of this repository, by file name."""
+
+
+def dataschema_of(event_type: str) -> str:
+    """The `dataschema` of events gapwatch produces: their published schema's URI."""
+    return f"{SCHEMA_BASE_URI}{event_type}.schema.json"
+
+
 TYPE_PREFIX = "gapwatch."
 
 

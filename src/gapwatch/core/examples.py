@@ -194,6 +194,7 @@ GAP_EXAMPLE: dict[str, Any] = {
     "id": "0b5d1c1e-8f0a-5d6e-9a53-2f1d3c4b5a69",
     "source": "urn:gapwatch:scorer",
     "type": "gapwatch.gap.delivered_late.v1",
+    "dataschema": "https://gapwatch.dev/schemas/gapwatch.gap.v1.schema.json",
     "time": "2026-03-02T10:30:00Z",
     "subject": "T-1001",
     "data": {
@@ -231,6 +232,7 @@ ALERT_EXAMPLE: dict[str, Any] = {
     "id": "3d8f4a8e-2a0e-5c55-a2f1-6f3b7f0c9e21",
     "source": "urn:gapwatch:alerter",
     "type": "gapwatch.alert.firing.v1",
+    "dataschema": "https://gapwatch.dev/schemas/gapwatch.alert.v1.schema.json",
     "time": "2026-03-02T10:42:00Z",
     "subject": "9c1e5b0f2a7d4e3b8c6a1f0e2d3c4b5a",
     "data": {
@@ -270,6 +272,7 @@ PROMISE_STATE_EXAMPLE: dict[str, Any] = {
     "id": "6e2b7a51-0c4d-5f8e-b1a9-3c7d2e4f6a80",
     "source": "urn:gapwatch:scorer",
     "type": "gapwatch.promise.state.v1",
+    "dataschema": "https://gapwatch.dev/schemas/gapwatch.promise.state.v1.schema.json",
     "time": "2026-03-02T10:15:00Z",
     "subject": "T-1001",
     "data": {

@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gapwatch.core.envelope import CloudEvent, EventData
+from gapwatch.core.envelope import CloudEvent, EventData, dataschema_of
 from gapwatch.core.feedback import ItemKind, ServqualDimension
 from gapwatch.core.fields import EventId, ItemId, Label, LabelKey, Timestamp
 from gapwatch.core.promises import PromiseKind
@@ -148,6 +148,9 @@ def gap_event_id(
     return str(uuid.uuid5(GAP_ID_NAMESPACE, name))
 
 
+GAP_SCHEMA = dataschema_of("gapwatch.gap.v1")
+
+
 def make_gap_event(data: GapData, extra_id: str = "", time: datetime | None = None) -> GapEvent:
     """Wrap `data` in its envelope; `extra_id` separates repeated outcomes (e.g. at-risk levels)."""
     return GapEvent(
@@ -157,6 +160,7 @@ def make_gap_event(data: GapData, extra_id: str = "", time: datetime | None = No
         ),
         source=GAP_SOURCE,
         type=gap_type(data.outcome),
+        dataschema=GAP_SCHEMA,
         time=time or data.outcome_at,
         subject=data.item_id,
         data=data,

@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from gapwatch.core.envelope import CloudEvent, EventData
+from gapwatch.core.envelope import CloudEvent, EventData, dataschema_of
 from gapwatch.core.feedback import ItemKind
 from gapwatch.core.fields import ItemId, Label, LabelKey, Timestamp
 from gapwatch.core.gaps import GapEvent, Outcome, VersionRef
@@ -106,6 +106,7 @@ def make_promise_state_event(data: PromiseStateData) -> PromiseStateEvent:
         id=str(uuid.uuid5(PROMISE_ID_NAMESPACE, name)),
         source=PROMISE_SOURCE,
         type=PROMISE_STATE_TYPE,
+        dataschema=dataschema_of(PROMISE_STATE_TYPE),
         time=data.changed_at,
         subject=data.item_id,
         data=data,

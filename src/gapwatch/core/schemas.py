@@ -8,12 +8,12 @@ from gapwatch import __version__
 from gapwatch.core.alerts.events import AlertEvent
 from gapwatch.core.asyncapi import asyncapi_document
 from gapwatch.core.catalog import INPUT_EVENT_MODELS
+from gapwatch.core.envelope import SCHEMA_BASE_URI
 from gapwatch.core.examples import ALERT_EXAMPLE, EXAMPLES, GAP_EXAMPLE, PROMISE_STATE_EXAMPLE
 from gapwatch.core.gaps import GapEvent
 from gapwatch.core.promise_states import PromiseStateEvent
 from gapwatch.core.topics import Stream, topic_name
 
-SCHEMA_BASE_URI = "https://gapwatch.dev/schemas/"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 

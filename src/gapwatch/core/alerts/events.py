@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gapwatch.core.alerts.lifecycle import AlertState, Transition
 from gapwatch.core.alerts.rules import Severity
-from gapwatch.core.envelope import CloudEvent, EventData
+from gapwatch.core.envelope import CloudEvent, EventData, dataschema_of
 from gapwatch.core.fields import ItemId, Label, LabelKey, Timestamp
 from gapwatch.core.promises import PromiseKind
 from gapwatch.core.topics import Stream
@@ -94,6 +94,7 @@ def alert_event(transition: Transition) -> AlertEvent:
         id=transition_id,
         source=ALERT_SOURCE,
         type=f"gapwatch.alert.{transition.to_state.value}.v1",
+        dataschema=dataschema_of(AlertEvent.event_type),
         time=transition.at,
         subject=transition.fingerprint,
         data=AlertData.model_validate(data),
